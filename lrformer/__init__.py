@@ -1,0 +1,12 @@
+"""LRFormer: Low-Resolution Self-Attention for Semantic Segmentation, in pure PyTorch."""
+
+from .checkpoint import CheckpointMismatchError, load_checkpoint
+from .flops import FlopCount, count_flops
+from .models import LRFormer, LRFormerSegmentor, create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointMismatchError", "FlopCount", "LRFormer", "LRFormerSegmentor",
+    "count_flops", "create_model", "list_models", "load_checkpoint", "__version__",
+]  # fmt: skip

@@ -1,0 +1,89 @@
+"""The LRFormer block (SPEC §3) and its inverted-residual MLP, shared by backbone and LRHead."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .layers import DropPath, depthwise_conv3x3
+from .lrsa import LRSA
+
+
+class IRB(nn.Module):
+    """Inverted residual MLP: ``fc1`` (1×1, C→rC) → GELU → ``h + conv(h)`` (3×3 depth-wise) → ``fc2`` (1×1, rC→C).
+
+    Works on ``(B, C, H, W)`` maps. No activation after the depth-wise conv.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.conv = depthwise_conv3x3(hidden_dim)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.fc1(x)))
+        x = self.drop(x + self.conv(x))
+        return self.drop(self.fc2(x))
+
+
+class LRBlock(nn.Module):
+    """One LRFormer block on ``(B, C, H, W)`` maps::
+
+        x = pre_norm(x)                    # optional BN (LRFormer-XL, stage 3, blocks 7 and 15)
+        x = x + cpe(x)                     # 3×3 depth-wise positional conv
+        x = x + ls1 * LRSA(norm1(x))
+        x = x + ls2 * IRB(norm2(x))
+
+    Args:
+        dim: channels.
+        attn: the LRSA module (``LRSA`` in the backbone, ``HeadLRSA`` in the LRHead).
+        mlp_ratio: hidden width of the IRB relative to ``dim``.
+        norm_layer: factory for ``norm1``/``norm2`` (LayerNorm2d eps 1e-6 or BatchNorm2d).
+        layer_scale: whether ``layer_scale_1``/``layer_scale_2`` exist (otherwise factor 1).
+        layer_scale_init: their initial value when training from scratch.
+        pre_norm: add the XL ``pre_norm`` BatchNorm.
+        drop_path: stochastic-depth rate of this block.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        attn: LRSA,
+        mlp_ratio: float,
+        norm_layer: Callable[[int], nn.Module],
+        layer_scale: bool,
+        layer_scale_init: float = 1e-6,
+        pre_norm: bool = False,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.pre_norm = nn.BatchNorm2d(dim) if pre_norm else None
+        self.cpe = depthwise_conv3x3(dim)
+        self.norm1 = norm_layer(dim)
+        self.attn = attn
+        self.norm2 = norm_layer(dim)
+        self.mlp = IRB(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+        if layer_scale:
+            self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init))
+            self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init))
+        else:
+            self.layer_scale_1 = self.layer_scale_2 = None
+
+    @staticmethod
+    def _scale(x: torch.Tensor, layer_scale: torch.Tensor | None) -> torch.Tensor:
+        return x if layer_scale is None else x * layer_scale.view(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor, d_convs: nn.ModuleList | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` → ``(B, C, H, W)``; ``d_convs`` are the stage's shared pyramid convs."""
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)
+        x = x + self.cpe(x)
+        x = x + self.drop_path(self._scale(self.attn(self.norm1(x), d_convs), self.layer_scale_1))
+        x = x + self.drop_path(self._scale(self.mlp(self.norm2(x)), self.layer_scale_2))
+        return x

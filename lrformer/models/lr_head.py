@@ -1,0 +1,93 @@
+"""LRHead, the LRFormer decode head (SPEC §5): two LRSA fuse blocks on 1/8-resolution features."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .backbone import init_weights
+from .block import LRBlock
+from .layers import resize
+from .lrsa import HeadLRSA
+
+
+class ConvBNReLU(nn.Module):
+    """``conv`` (1×1, no bias) → ``bn`` → ReLU, as mmcv's ``ConvModule`` (parameter names kept)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.activate = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.bn(self.conv(x)))
+
+
+class LRHead(nn.Module):
+    """Decode head on backbone features 2, 3, 4 (strides 8, 16, 32).
+
+    1. resize the three to the stride-8 size; ``squeeze1`` on their concatenation;
+    2. ``fuse_block1``; ``squeeze2`` on ``cat(x, stride-32 feature)``; ``fuse_block2``;
+    3. dropout, ``conv_seg`` → logits ``(B, num_classes, H/8, W/8)``.
+
+    Fuse blocks are LRFormer blocks with BatchNorm norms, layer scale, 8 heads, MLP ratio 4 and
+    an LRSA with query size ``q_pooled_size`` (32) and no pyramid convs.
+
+    Args:
+        in_channels: channels of the three input features (strides 8, 16, 32).
+        channels: width of the head.
+        num_classes: output classes.
+        num_heads: LRSA heads of the fuse blocks.
+        q_pooled_size: LRSA query size of the fuse blocks.
+        mlp_ratio: IRB width of the fuse blocks.
+        dropout_ratio: ``Dropout2d`` before ``conv_seg`` (training only).
+    """
+
+    in_index = (1, 2, 3)
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        channels: int = 256,
+        num_classes: int = 150,
+        num_heads: int = 8,
+        q_pooled_size: int = 32,
+        mlp_ratio: float = 4,
+        dropout_ratio: float = 0.1,
+        layer_scale_init: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != 3:
+            raise ValueError(f"LRHead takes the stride-8/16/32 features: 3 in_channels, got {in_channels}")
+        self.num_classes = num_classes
+        self.squeeze1 = ConvBNReLU(sum(in_channels), channels)
+        self.fuse_block1 = self._fuse_block(channels, num_heads, q_pooled_size, mlp_ratio, layer_scale_init)
+        self.squeeze2 = ConvBNReLU(channels + in_channels[-1], channels)
+        self.fuse_block2 = self._fuse_block(channels, num_heads, q_pooled_size, mlp_ratio, layer_scale_init)
+        self.dropout = nn.Dropout2d(dropout_ratio)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        self.apply(init_weights)
+        nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
+
+    @staticmethod
+    def _fuse_block(dim: int, heads: int, q_size: int, mlp_ratio: float, ls_init: float) -> LRBlock:
+        return LRBlock(
+            dim,
+            HeadLRSA(dim, heads, q_size),
+            mlp_ratio=mlp_ratio,
+            norm_layer=nn.BatchNorm2d,
+            layer_scale=True,
+            layer_scale_init=ls_init,
+        )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size."""
+        inputs = [features[i] for i in self.in_index]
+        size = inputs[0].shape[-2:]
+        inputs = [resize(x, size) for x in inputs]
+        x = self.fuse_block1(self.squeeze1(torch.cat(inputs, dim=1)))
+        x = self.fuse_block2(self.squeeze2(torch.cat([x, inputs[-1]], dim=1)))
+        return self.conv_seg(self.dropout(x))

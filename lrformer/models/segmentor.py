@@ -1,0 +1,46 @@
+"""The LRFormer segmentor: backbone + decode head, in the released ``EncoderDecoder`` layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbone import LRFormer
+
+
+class LRFormerSegmentor(nn.Module):
+    """``backbone`` (LRFormer) followed by ``decode_head`` (e.g. LRHead).
+
+    Its state dict carries ``backbone.*`` and ``decode_head.*`` keys exactly as the released
+    checkpoints. Without a decode head (LRFormer-XL before its Mask2Former head, or a feature
+    extractor) the forward pass returns the backbone features.
+
+    Attributes:
+        config: the resolved construction arguments (variant name and hyper-parameters).
+    """
+
+    def __init__(self, backbone: LRFormer, decode_head: nn.Module | None, config: dict[str, Any] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.decode_head = decode_head
+        self.config = dict(config or {})
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.decode_head is None else self.decode_head.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """``(B, 3, H, W)`` normalised images → decode-head output.
+
+        For LRFormer-T/S/B/L: logits ``(B, num_classes, ⌈H/8⌉, ⌈W/8⌉)``. Without a decode head: the
+        four backbone features.
+        """
+        features = self.backbone(x)
+        if self.decode_head is None:
+            return features
+        return self.decode_head(features)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.config.get('name')!r}" if self.config.get("name") else ""
