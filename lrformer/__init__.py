@@ -2,11 +2,12 @@
 
 from .checkpoint import CheckpointMismatchError, load_checkpoint
 from .flops import FlopCount, count_flops
+from .inference import InferenceConfig, Predictor
 from .models import LRFormer, LRFormerSegmentor, create_model, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointMismatchError", "FlopCount", "LRFormer", "LRFormerSegmentor",
+    "CheckpointMismatchError", "FlopCount", "InferenceConfig", "LRFormer", "LRFormerSegmentor", "Predictor",
     "count_flops", "create_model", "list_models", "load_checkpoint", "__version__",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ import sys
 
 COMMANDS = {
     "flops": "lrformer.cli.flops",
+    "predict": "lrformer.cli.predict",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 

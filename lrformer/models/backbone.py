@@ -127,6 +127,24 @@ class LRFormer(nn.Module):
             in_dim = dim
         self.apply(init_weights)
 
+    @staticmethod
+    def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
+        """Sizes of the four features for an ``H×W`` input (each k3/s2/p1 conv gives ``⌈n/2⌉``)."""
+        sizes = []
+        height, width = math.ceil(height / 2), math.ceil(width / 2)  # first stem conv
+        for _ in range(4):
+            height, width = math.ceil(height / 2), math.ceil(width / 2)
+            sizes.append((height, width))
+        return sizes
+
+    def attention_elements(self, height: int, width: int) -> int:
+        """Largest LRSA attention matrix (entries per image) over the stages for an ``H×W`` input."""
+        return max(
+            getattr(self, f"block{s + 1}")[0].attn.attention_elements(*size)
+            for s, size in enumerate(self.feature_sizes(height, width))
+            if len(getattr(self, f"block{s + 1}"))
+        )
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` with H, W >= 32 → four features ``(B, C_s, H_s, W_s)`` at strides 4, 8, 16, 32.
 

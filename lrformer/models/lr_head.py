@@ -83,6 +83,10 @@ class LRHead(nn.Module):
             layer_scale_init=ls_init,
         )
 
+    def attention_elements(self, height: int, width: int) -> int:
+        """Attention-matrix entries per image of a fuse block on an ``H×W`` stride-8 map."""
+        return self.fuse_block1.attn.attention_elements(height, width)
+
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size."""
         inputs = [features[i] for i in self.in_index]

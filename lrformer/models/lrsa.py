@@ -7,6 +7,8 @@ pyramid of pooled maps, and the attended result is bilinearly upsampled back to 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,6 +95,12 @@ class LRSA(nn.Module):
         out = self.proj(out.transpose(1, 2).reshape(batch, -1, channels))
         out = out.transpose(1, 2).reshape(batch, channels, q_height, q_width)
         return resize(out, (height, width))
+
+    def attention_elements(self, height: int, width: int) -> int:
+        """Entries of the attention matrix for one ``H×W`` input: ``heads · N_q · N_kv``."""
+        q_height, q_width = pooled_size(height, width, self.q_pooled_size)
+        n_kv = sum(math.prod(pooled_size(height, width, t)) for t in self.kv_pooled_sizes)
+        return self.num_heads * q_height * q_width * n_kv
 
     def extra_repr(self) -> str:
         return (

@@ -31,6 +31,17 @@ class LRFormerSegmentor(nn.Module):
     def num_classes(self) -> int | None:
         return None if self.decode_head is None else self.decode_head.num_classes
 
+    def attention_elements(self, height: int, width: int) -> int:
+        """Largest attention matrix (entries per image) the model builds for an ``H×W`` input.
+
+        LRSA grids keep the aspect ratio, so this grows with the square of the aspect ratio.
+        """
+        elements = self.backbone.attention_elements(height, width)
+        if hasattr(self.decode_head, "attention_elements"):
+            stride8 = self.backbone.feature_sizes(height, width)[1]
+            elements = max(elements, self.decode_head.attention_elements(*stride8))
+        return elements
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """``(B, 3, H, W)`` normalised images → decode-head output.
 

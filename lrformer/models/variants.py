@@ -147,5 +147,6 @@ def create_model(
         from ..checkpoint import load_checkpoint
 
         load_checkpoint(model, pretrained, strict=True)
+        model.config["pretrained"] = str(pretrained)
         model.eval()
     return model

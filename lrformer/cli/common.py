@@ -1,0 +1,55 @@
+"""Arguments and helpers shared by the commands that run a model on images."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..inference import MMSEG_TTA_RATIOS, InferenceConfig
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l) or a model YAML/JSON")
+    parser.add_argument("--weights", default=None, help="checkpoint path or URL (released, or saved by lrformer train)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes of the model (default: the model file's, or 150)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+
+
+def add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    """Test-time pipeline options; ``None`` defaults mean 'the model's / dataset's official setting'."""
+    group = parser.add_argument_group("test-time pipeline (SPEC §7)")
+    group.add_argument("--mode", choices=("whole", "slide"), default=None, help="whole image or sliding windows")
+    group.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), default=None, help="window size (slide)")
+    group.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), default=None, help="window step (slide)")
+    group.add_argument("--scale", nargs=2, type=int, metavar=("LONG", "SHORT"), default=None,
+                       help="keep-ratio resize bound (default 2048 512)")  # fmt: skip
+    group.add_argument("--size-divisor", type=int, default=None, help="alignment multiple (default 32)")
+    group.add_argument("--tta", action="store_true", help=f"multi-scale {list(MMSEG_TTA_RATIOS)} + flip test-time augmentation")
+    group.add_argument("--tta-ratios", nargs="+", type=float, default=None, help="scale ratios for --tta")
+    group.add_argument("--no-flip", action="store_true", help="no horizontal flip in --tta")
+
+
+def inference_config(args: argparse.Namespace, base: InferenceConfig) -> InferenceConfig:
+    """``base`` (the model's or dataset's defaults) with the command-line options applied."""
+    changes = {}
+    for name in ("mode", "size_divisor"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    for name in ("crop", "stride", "scale"):
+        if getattr(args, name) is not None:
+            changes[name] = tuple(getattr(args, name))
+    if args.tta:
+        changes["tta_ratios"] = tuple(args.tta_ratios or MMSEG_TTA_RATIOS)
+        changes["flip"] = not args.no_flip
+    elif args.tta_ratios:
+        raise ValueError("--tta-ratios needs --tta")
+    return InferenceConfig(**{**base.__dict__, **changes})
+
+
+def load_model(args: argparse.Namespace):
+    """The model named by ``--model`` with ``--weights`` loaded (strictly), in eval mode."""
+    from .. import create_model
+
+    model = create_model(args.model, num_classes=args.num_classes, pretrained=args.weights)
+    if not args.weights and not getattr(model, "config", {}).get("pretrained"):
+        print("warning: no --weights given: the model has random weights", flush=True)
+    return model.eval()

@@ -1,0 +1,106 @@
+"""Reading images with OpenCV's semantics and writing label maps and overlays atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..utils import atomic_path
+
+ImageInput = Union[str, Path, np.ndarray, Image.Image]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
+
+
+class ImageReadError(ValueError):
+    """An input that is not a readable image; the message names the file and the reason."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode a file like mmcv/OpenCV ``IMREAD_COLOR``: ``(H, W, 3)`` uint8 **BGR**.
+
+    Grayscale is expanded to three channels, alpha dropped, 16-bit scaled to 8-bit, EXIF
+    orientation applied.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    if data.size == 0:
+        raise ImageReadError(f"{path}: the file is empty")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError(f"{path}: not an image OpenCV can decode (corrupt or unsupported format)")
+    return image
+
+
+def to_bgr(image: ImageInput) -> np.ndarray:
+    """Any supported input → ``(H, W, 3)`` uint8 BGR, following ``IMREAD_COLOR``'s conversions.
+
+    Paths are decoded with OpenCV. PIL images and arrays are taken as **RGB** (an ``(H, W)``
+    array is grayscale, an ``(H, W, 4)`` one RGBA); uint16 arrays are scaled to 8 bits like OpenCV.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
+    if image.dtype == np.uint16 or image.dtype == np.int32:
+        image = (image.astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        image = image[:, :, :3]
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    else:
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Label map ``(H, W)`` → RGB image ``(H, W, 3)`` uint8 (labels beyond the palette are black)."""
+    lut = np.zeros((max(int(label.max(initial=0)) + 1, len(palette)), 3), dtype=np.uint8)
+    lut[: len(palette)] = palette
+    return lut[label]
+
+
+def overlay(image_bgr: np.ndarray, label: np.ndarray, palette: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Blend the palette colours of ``label`` over the image: ``image·(1−a) + colour·a``; BGR uint8."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    color = colorize(label, palette)[:, :, ::-1].astype(np.float32)
+    blended = image_bgr.astype(np.float32) * (1.0 - opacity) + color * opacity
+    return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def save_label_png(path: str | Path, label: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write a label map atomically: 8-bit palette PNG (≤ 256 classes) or 16-bit grayscale PNG."""
+    if label.max(initial=0) > 255 or (palette is not None and len(palette) > 256):
+        image = Image.fromarray(label.astype(np.uint16))
+    else:
+        image = Image.fromarray(label.astype(np.uint8))
+        if palette is not None:  # turns the "L" image into a "P" image carrying the palette
+            flat = np.zeros((256, 3), dtype=np.uint8)
+            flat[: len(palette)] = palette
+            image.putpalette(flat.flatten().tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_image(path: str | Path, image_bgr: np.ndarray, quality: int = 90) -> None:
+    """Write a BGR image atomically (format from the suffix; JPEG quality ``quality``)."""
+    path = Path(path)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(path.suffix, image_bgr, params)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    with atomic_path(path) as tmp:
+        encoded.tofile(tmp)

@@ -1,0 +1,236 @@
+"""The predictor: images in, label maps out, with the official test pipeline (SPEC §7)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.layers import resize
+from .image_io import ImageInput, to_bgr
+from .sliding import long_side_windows, slide
+from .transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple
+
+logger = logging.getLogger(__name__)
+
+MMSEG_TTA_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+"""mmsegmentation's multi-scale test ratios."""
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Test-time settings.
+
+    Attributes:
+        mode: ``whole`` (one pass on the resized image) or ``slide`` (windows).
+        pipeline: ``align`` (LRFormer: ``AlignResize``, two bilinear resizes) or ``pad``
+            (LRFormer+: one keep-ratio resize, zero padding to ``size_divisor`` after normalising).
+        scale: ``(long, short)`` bound of the keep-ratio resize, e.g. ``(2048, 512)``.
+        size_divisor: alignment / padding multiple.
+        crop, stride: ``(h, w)`` window size and step of ``slide`` mode.
+        tta_ratios: scale ratios; ``scale`` is multiplied by each (``(1.0,)``: no multi-scale).
+        flip: also run horizontally flipped inputs (merged by averaging softmax probabilities).
+        max_attention_elements: above this attention size (entries per image) a whole-mode input
+            is processed in windows along its long side instead (extreme aspect ratios).
+    """
+
+    mode: Literal["whole", "slide"] = "whole"
+    pipeline: Literal["align", "pad"] = "align"
+    scale: tuple[int, int] = (2048, 512)
+    size_divisor: int = 32
+    crop: tuple[int, int] = (512, 512)
+    stride: tuple[int, int] = (341, 341)
+    tta_ratios: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    max_attention_elements: int = 2**28
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if self.pipeline not in ("align", "pad"):
+            raise ValueError(f"pipeline must be 'align' or 'pad', got {self.pipeline!r}")
+        if min(self.crop) < 32 or min(self.stride) < 1:
+            raise ValueError(f"crop must be >= 32 and stride >= 1, got crop {self.crop}, stride {self.stride}")
+
+    @property
+    def is_tta(self) -> bool:
+        return self.flip or tuple(self.tta_ratios) != (1.0,)
+
+
+@dataclass
+class View:
+    """One network input derived from an image (a scale and flip of it)."""
+
+    image: torch.Tensor  # (3, h, w) normalised, padded when pipeline == "pad"
+    valid: tuple[int, int]  # (h, w) before padding
+    flip: bool
+    scores: torch.Tensor | None = field(default=None, repr=False)  # (C, h_valid, w_valid)
+
+
+@dataclass
+class PreparedImage:
+    """An image decoded and turned into its network inputs (picklable: made in loader workers)."""
+
+    views: list[View]
+    size: tuple[int, int]  # original (H, W)
+    bgr: np.ndarray | None = field(default=None, repr=False)  # the decoded image, when kept
+
+
+def prepare(image: ImageInput, config: InferenceConfig, keep_image: bool = False) -> PreparedImage:
+    """Decode ``image`` and build its network inputs: one per scale ratio and flip (SPEC §7)."""
+    bgr = to_bgr(image)
+    views = []
+    for ratio in config.tta_ratios:
+        scale = (int(config.scale[0] * ratio), int(config.scale[1] * ratio))
+        if config.pipeline == "align":
+            tensor = normalize(align_resize(bgr, scale, config.size_divisor))
+            valid = tuple(tensor.shape[-2:])
+        else:
+            tensor = normalize(keep_ratio_resize(bgr, scale))
+            valid = tuple(tensor.shape[-2:])
+            tensor = pad_to_multiple(tensor, config.size_divisor)
+        for flip in (False, True) if config.flip else (False,):
+            views.append(View(tensor.flip(-1) if flip else tensor, valid, flip))
+    return PreparedImage(views, bgr.shape[:2], bgr if keep_image else None)
+
+
+class Predictor:
+    """Semantic segmentation of images with an LRFormer model, as the official test pipeline.
+
+    Example::
+
+        predictor = Predictor(create_model("lrformer_t", pretrained="lrformer_t_ade20k.pth"))
+        label = predictor("photo.jpg")              # (H, W) uint8 label map at the original size
+        labels = predictor.predict(["a.jpg", "b.png"], batch_size=4)
+
+    Inputs are paths (decoded by OpenCV, ``IMREAD_COLOR``), PIL images or RGB ``(H, W[, 3|4])``
+    arrays. ``config`` fields may also be given as keyword arguments.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: InferenceConfig | None = None,
+        device: str | torch.device | None = None,
+        **settings,
+    ) -> None:
+        if config is None:
+            config = InferenceConfig(pipeline=getattr(model, "config", {}).get("test_pipeline", "align"))
+        self.config = replace(config, **settings) if settings else config
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.num_classes = getattr(model, "num_classes", None)
+        if not self.num_classes:
+            raise ValueError("the model has no decode head: create a segmentation model (e.g. lrformer_t)")
+
+    # ---------------------------------------------------------------- network
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, h, w)`` → scores resized to the input size ``(N, C, h, w)``."""
+        return resize(self.model(x), x.shape[-2:])
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+        """Scores of a batch of network inputs ``(B, 3, h, w)`` at the input size, in the configured
+        mode; whole mode falls back to windows along the long side for extreme aspect ratios."""
+        x = x.to(self.device)
+        height, width = x.shape[-2:]
+        if self.config.mode == "slide":
+            return slide(x, self._network, self.config.crop, self.config.stride, batch_size)
+        fallback = None
+        if hasattr(self.model, "attention_elements"):
+            fallback = long_side_windows(height, width, self.model.attention_elements, self.config.max_attention_elements)
+        if fallback is not None:
+            crop, stride = fallback
+            logger.warning(
+                "input %dx%d: aspect ratio %.1f needs %.1f GB of attention in one pass; using %dx%d windows "
+                "(stride %d) along the long side instead",
+                height, width, max(height, width) / min(height, width),
+                self.model.attention_elements(height, width) * 4 / 1e9, *crop, max(stride),
+            )  # fmt: skip
+            return slide(x, self._network, crop, stride, batch_size)
+        return self._network(x)
+
+    def _run_views(self, views: list[View], batch_size: int) -> None:
+        """Fill ``view.scores`` (cropped to the valid region), batching views of equal shape."""
+        by_shape: dict[tuple, list[View]] = {}
+        for view in views:
+            by_shape.setdefault(tuple(view.image.shape), []).append(view)
+        for group in by_shape.values():
+            for i in range(0, len(group), batch_size):
+                chunk = group[i : i + batch_size]
+                out = self.scores(torch.stack([v.image for v in chunk]), batch_size).float().cpu()
+                for view, scores in zip(chunk, out):
+                    view.scores = scores[:, : view.valid[0], : view.valid[1]]
+
+    # ---------------------------------------------------------------- merging
+    def _merged_rows(self, views: list[View], size: tuple[int, int], rows: slice) -> torch.Tensor:
+        """Scores of output rows ``rows`` at the original ``size``: a single view's resized scores,
+        or the mean of the views' softmax probabilities (TTA)."""
+        merged = None
+        for view in views:
+            scores = resize_rows(view.scores, size, rows)
+            if view.flip:
+                scores = scores.flip(-1)
+            if len(views) > 1:
+                scores = scores.softmax(dim=0)
+            merged = scores if merged is None else merged + scores
+        return merged / len(views) if len(views) > 1 else merged
+
+    def _labels(self, views: list[View], size: tuple[int, int]) -> np.ndarray:
+        dtype = np.uint8 if self.num_classes <= 256 else np.uint16
+        label = np.empty(size, dtype=dtype)
+        step = max(1, (64 << 20) // (4 * self.num_classes * size[1]))  # ~64 MB of scores at a time
+        for start in range(0, size[0], step):
+            rows = slice(start, min(start + step, size[0]))
+            label[rows] = self._merged_rows(views, size, rows).argmax(dim=0).numpy().astype(dtype)
+        return label
+
+    # ---------------------------------------------------------------- public API
+    def predict_prepared(self, prepared: Sequence[PreparedImage], batch_size: int = 1) -> list[np.ndarray]:
+        """Label maps of already prepared images (see :func:`prepare`), views batched together."""
+        self._run_views([v for p in prepared for v in p.views], batch_size)
+        labels = [self._labels(p.views, p.size) for p in prepared]
+        for p in prepared:  # free the scores
+            for view in p.views:
+                view.scores = None
+        return labels
+
+    def predict(self, images: Iterable[ImageInput], batch_size: int = 1) -> list[np.ndarray]:
+        """Label maps ``(H, W)`` (uint8, or uint16 above 256 classes) at each image's original size."""
+        images = list(images)
+        results = []
+        for i in range(0, len(images), batch_size):
+            chunk = [prepare(image, self.config) for image in images[i : i + batch_size]]
+            results += self.predict_prepared(chunk, batch_size)
+        return results
+
+    def predict_scores(self, image: ImageInput) -> torch.Tensor:
+        """Scores ``(C, H, W)`` at the original size: logits (probabilities for TTA)."""
+        prepared = prepare(image, self.config)
+        self._run_views(prepared.views, 1)
+        return self._merged_rows(prepared.views, prepared.size, slice(0, prepared.size[0]))
+
+    def __call__(self, image: ImageInput | Sequence[ImageInput]) -> np.ndarray | list[np.ndarray]:
+        if isinstance(image, (list, tuple)):
+            return self.predict(image)
+        return self.predict([image])[0]
+
+
+def resize_rows(scores: torch.Tensor, size: tuple[int, int], rows: slice) -> torch.Tensor:
+    """Rows ``rows`` of ``resize(scores, size)`` (bilinear, ``align_corners=False``) without
+    building the whole resized map. ``scores``: ``(C, h, w)`` → ``(C, len(rows), W)``."""
+    height, width = size
+    if rows.start == 0 and rows.stop == height:
+        return resize(scores[None], size)[0]
+    in_h = scores.shape[1]
+    scale = in_h / height
+    src = ((torch.arange(rows.start, rows.stop, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    top = src.floor().long().clamp(max=in_h - 1)
+    bottom = (top + 1).clamp(max=in_h - 1)
+    weight = (src - top).view(1, -1, 1)
+    strip = scores[:, top] * (1 - weight) + scores[:, bottom] * weight
+    return resize(strip[None], (strip.shape[1], width))[0]

@@ -1,0 +1,53 @@
+"""Synthetic test images and an independent reference of the official test pipeline (SPEC §7)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like BGR uint8 image: smooth gradients, filled shapes and a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([
+        128 + 100 * np.sin(xx / (7 + 13 * rng.random()) + rng.random() * 6),
+        128 + 100 * np.cos(yy / (5 + 11 * rng.random())),
+        255 * (xx + yy) / (height + width),
+    ], axis=2)  # fmt: skip
+    for _ in range(6):
+        center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        radius = int(rng.integers(4, max(5, min(height, width) // 2)))
+        cv2.circle(image, center, radius, rng.integers(0, 256, 3).tolist(), -1)
+    image += rng.normal(0, 6, image.shape)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def reference_scores(model, path: str, scale=(2048, 512), divisor: int = 32) -> torch.Tensor:
+    """The official single-scale whole-image pipeline written out from SPEC §7: logits ``(C, H, W)``."""
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    h, w = bgr.shape[:2]
+    f = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    new_w, new_h = int(w * f + 0.5), int(h * f + 0.5)
+    resized = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    aligned = cv2.resize(
+        resized, (math.ceil(new_w / divisor) * divisor, math.ceil(new_h / divisor) * divisor),
+        interpolation=cv2.INTER_LINEAR,
+    )  # fmt: skip
+    rgb = cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB).astype(np.float32)
+    x = (rgb - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
+    x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        logits = model(x)
+    logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
+def confident(scores: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
+    """Pixels whose top-2 score margin exceeds ``margin``: ``(H, W)`` bool."""
+    top2 = scores.topk(2, dim=0).values
+    return (top2[0] - top2[1]) > margin
