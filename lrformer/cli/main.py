@@ -10,6 +10,8 @@ import sys
 COMMANDS = {
     "flops": "lrformer.cli.flops",
     "predict": "lrformer.cli.predict",
+    "eval": "lrformer.cli.eval",
+    "convert": "lrformer.cli.convert",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 

@@ -1,0 +1,1 @@
+"""Training machinery: distributed setup (and, as it lands, the trainer, optimiser and schedule)."""

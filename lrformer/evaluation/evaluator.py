@@ -1,0 +1,71 @@
+"""Evaluate a segmentation model on a dataset split, optionally across torchrun processes."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from ..data.datasets import SegmentationDataset
+from ..inference.predictor import InferenceConfig, Predictor, prepare
+from .metrics import IoUMetric, SegmentationMetrics
+
+
+class _Prepared(torch.utils.data.Dataset):
+    """Decodes, preprocesses and loads the label of each sample in loader workers."""
+
+    def __init__(self, dataset: SegmentationDataset, indices: list[int], config: InferenceConfig) -> None:
+        self.dataset, self.indices, self.config = dataset, indices, config
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        image_path, label_path = self.dataset.samples[index]
+        return prepare(image_path, self.config), self.dataset.load_label(index), str(label_path)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    config: InferenceConfig | None = None,
+    batch_size: int = 1,
+    workers: int = 2,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> SegmentationMetrics:
+    """mIoU of ``model`` on ``dataset`` with the test-time settings ``config`` (default: the dataset's).
+
+    Under torchrun every rank takes every ``world_size``-th image and the confusion sums are
+    all-reduced, so all ranks return the single-process numbers.
+    """
+    from tqdm import tqdm
+
+    classes = dataset.classes
+    if getattr(model, "num_classes", None) != len(classes):
+        raise ValueError(
+            f"the model predicts {getattr(model, 'num_classes', None)} classes but {dataset.spec.name} has "
+            f"{len(classes)}: create the model with num_classes={len(classes)} (and matching weights)"
+        )
+    config = config or dataset.spec.test
+    if getattr(model, "config", {}).get("test_pipeline") and config.pipeline != model.config["test_pipeline"]:
+        config = InferenceConfig(**{**config.__dict__, "pipeline": model.config["test_pipeline"]})
+    predictor = Predictor(model, config, device=device)
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    indices = list(range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(
+        _Prepared(dataset, indices, config), batch_size=batch_size, num_workers=workers, collate_fn=list
+    )
+    metric = IoUMetric(classes, dataset.spec.ignore_index)
+    with tqdm(total=len(dataset), unit="img", disable=not progress or rank != 0, file=sys.stderr, desc="eval") as bar:
+        for batch in loader:
+            preds = predictor.predict_prepared([b[0] for b in batch], batch_size)
+            for pred, (_, label, source) in zip(preds, batch):
+                metric.update(pred, label, source)
+            bar.update(len(batch) * world)
+    metric.all_reduce()
+    return metric.compute()
