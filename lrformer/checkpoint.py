@@ -89,7 +89,7 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.T
             break
     if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
         raise ValueError(f"{source}: no state dict found (expected tensors, or a dict with 'state_dict' or 'model')")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
 def _adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> dict[str, torch.Tensor]:
@@ -105,7 +105,7 @@ def _adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, report: Lo
         return {f"backbone.{k}": v for k, v in state.items() if k not in report.ignored}
     if not model_is_segmentor and has_backbone_prefix:
         report.ignored = [k for k in state if not k.startswith("backbone.")]
-        return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        return {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     return state
 
 
@@ -173,9 +173,7 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str:
     return "The checkpoint does not look like any released LRFormer variant."
 
 
-def load_checkpoint(
-    model: nn.Module, path_or_url: str | Path | Mapping[str, Any], strict: bool = True
-) -> LoadReport:
+def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any], strict: bool = True) -> LoadReport:
     """Load a checkpoint into ``model``, casting every tensor to the model's dtype.
 
     Args:

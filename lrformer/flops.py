@@ -92,8 +92,7 @@ def count_flops(model: nn.Module, size: tuple[int, int], batch_size: int = 1) ->
         model.train(was_training)
     counts = counter.get_flop_counts()
     by_module = {
-        name: sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) // 2
-        for name, _ in model.named_children()
+        name: sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) // 2 for name, _ in model.named_children()
     }
     return FlopCount(
         macs=counter.get_total_flops() // 2,

@@ -24,6 +24,16 @@ def tiny_checkpoint() -> Path:
 
 
 @pytest.fixture()
+def tiny_model_file(tmp_path, tiny_cases, tiny_checkpoint) -> Path:
+    """A model JSON file naming the tiny parity config and its weights (what users pass as --model)."""
+    import json
+
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({**tiny_cases["config"], "name": "lrformer_t", "pretrained": str(tiny_checkpoint)}))
+    return path
+
+
+@pytest.fixture()
 def tiny_model(tiny_cases, tiny_checkpoint):
     """The tiny parity model with the released-layout weights, float32, eval mode."""
     import lrformer

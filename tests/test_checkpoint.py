@@ -55,8 +55,13 @@ def test_non_strict_load_reports_and_loads_the_rest(tmp_path, tiny_cases, releas
 
 def test_fp16_module_prefixed_model_wrapped_file_loads(tmp_path, tiny_cases, released_state):
     path = tmp_path / "wrapped.pth"
-    torch.save({"model": {f"module.{k}": v.half() if v.is_floating_point() else v for k, v in released_state.items()},
-                "meta": {"iter": 3}}, path)
+    torch.save(
+        {
+            "model": {f"module.{k}": v.half() if v.is_floating_point() else v for k, v in released_state.items()},
+            "meta": {"iter": 3},
+        },
+        path,
+    )
     model = _fresh(tiny_cases)
     assert lrformer.load_checkpoint(model, path).ok
     _assert_same_weights(model, released_state)
@@ -72,7 +77,7 @@ def test_bare_state_dict_loads(tmp_path, tiny_cases, released_state):
 
 
 def test_backbone_only_checkpoint_loads_into_segmentor_and_backbone(tmp_path, tiny_cases, released_state):
-    backbone = {k[len("backbone."):]: v for k, v in released_state.items() if k.startswith("backbone.")}
+    backbone = {k[len("backbone.") :]: v for k, v in released_state.items() if k.startswith("backbone.")}
     backbone["head.weight"] = torch.zeros(1000, 64)  # an ImageNet classifier, ignored
     path = tmp_path / "imagenet.pth"
     torch.save({"state_dict": backbone}, path)
@@ -83,9 +88,13 @@ def test_backbone_only_checkpoint_loads_into_segmentor_and_backbone(tmp_path, ti
     _assert_same_weights(model.backbone, {k: v for k, v in backbone.items() if k != "head.weight"})
     assert torch.equal(model.decode_head.conv_seg.weight, head_before)
     # a segmentor checkpoint into a bare backbone
-    bare = lrformer.LRFormer(**{k: tiny_cases["config"][k] for k in ("embed_dims", "depths", "num_heads", "mlp_ratios", "q_pooled_sizes")})
+    bare = lrformer.LRFormer(
+        **{k: tiny_cases["config"][k] for k in ("embed_dims", "depths", "num_heads", "mlp_ratios", "q_pooled_sizes")}
+    )
     lrformer.load_checkpoint(bare, DATA / "tiny_released_layout.pth")
-    _assert_same_weights(bare, {k[len("backbone."):]: v for k, v in released_state.items() if k.startswith("backbone.")})
+    _assert_same_weights(
+        bare, {k[len("backbone.") :]: v for k, v in released_state.items() if k.startswith("backbone.")}
+    )
 
 
 def test_mismatch_message_names_the_variant_the_file_looks_like(tmp_path):

@@ -78,15 +78,9 @@ def _generic_dataset(tmp_path, labels, orphan=False):
     return root, spec
 
 
-def _model_file(tmp_path, tiny_cases, tiny_checkpoint):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps({**tiny_cases["config"], "name": "lrformer_t", "pretrained": str(tiny_checkpoint)}))
-    return path
-
-
-def _expected(tmp_path, tiny_cases, tiny_checkpoint, root, labels):
+def _expected(tmp_path, tiny_model_file, root, labels):
     """Independent confusion sums from the predictor's label maps."""
-    predictor = Predictor(create_model(_model_file(tmp_path, tiny_cases, tiny_checkpoint)), scale=(256, 64))
+    predictor = Predictor(create_model(tiny_model_file), scale=(256, 64))
     inter, union, area = np.zeros(5), np.zeros(5), np.zeros(5)
     for i, label in enumerate(labels):
         pred = predictor(root / "img" / f"im{i}.png").astype(int)
@@ -108,25 +102,25 @@ def generic(tmp_path):
     return labels
 
 
-def test_eval_generic_layout_matches_hand_computed(tmp_path, tiny_cases, tiny_checkpoint, generic, capsys):
+def test_eval_generic_layout_matches_hand_computed(tmp_path, tiny_model_file, generic, capsys):
     root, spec = _generic_dataset(tmp_path, generic, orphan=True)
     out = tmp_path / "m.json"
-    rc = main(["eval", "--model", str(_model_file(tmp_path, tiny_cases, tiny_checkpoint)), "--data", str(spec),
+    rc = main(["eval", "--model", str(tiny_model_file), "--data", str(spec),
                "--data-root", str(root), "--json", str(out), "--workers", "0"])  # fmt: skip
     assert rc == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
-    expected = _expected(tmp_path, tiny_cases, tiny_checkpoint, root, generic)
+    expected = _expected(tmp_path, tiny_model_file, root, generic)
     for key in ("aAcc", "mIoU", "mAcc"):
         assert result[key] == round(expected[key] * 100, 2)
     assert f"mIoU: {result['mIoU']:.2f}" in printed and "| house" in printed
     assert set(result["IoU"]) == {"sky", "road", "car", "tree", "house"}
 
 
-def test_eval_bad_label_and_class_count(tmp_path, tiny_cases, tiny_checkpoint, generic, capsys):
+def test_eval_bad_label_and_class_count(tmp_path, tiny_model_file, generic, capsys):
     generic[1][5, 5] = 9
     root, spec = _generic_dataset(tmp_path, generic)
-    model = str(_model_file(tmp_path, tiny_cases, tiny_checkpoint))
+    model = str(tiny_model_file)
     args = ["eval", "--model", model, "--data", str(spec), "--data-root", str(root), "--workers", "0"]
     assert main(args) == 2
     assert "im1_seg.png: label value 9 is not a class index (0..4)" in capsys.readouterr().err
@@ -135,9 +129,9 @@ def test_eval_bad_label_and_class_count(tmp_path, tiny_cases, tiny_checkpoint, g
     assert "the model predicts 5 classes but data has 6" in capsys.readouterr().err
 
 
-def test_torchrun_two_processes_equal_one(tmp_path, tiny_cases, tiny_checkpoint, generic):
+def test_torchrun_two_processes_equal_one(tmp_path, tiny_model_file, generic):
     root, spec = _generic_dataset(tmp_path, generic)
-    model = str(_model_file(tmp_path, tiny_cases, tiny_checkpoint))
+    model = str(tiny_model_file)
     common = ["--model", model, "--data", str(spec), "--data-root", str(root), "--workers", "0"]
     assert main(["eval", *common, "--json", str(tmp_path / "one.json")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

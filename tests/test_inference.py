@@ -126,7 +126,9 @@ def test_pad_pipeline_crops_padding(tiny_model):
     predictor = Predictor(tiny_model, pipeline="pad", scale=(300, 100))
     scores = predictor.predict_scores(image)
     bgr = cv2.resize(np.ascontiguousarray(image[:, :, ::-1]), (150, 100), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(((bgr[:, :, ::-1] - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])).astype(np.float32))
+    x = torch.from_numpy(
+        ((bgr[:, :, ::-1] - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])).astype(np.float32)
+    )
     x = torch.nn.functional.pad(x.permute(2, 0, 1)[None], (0, 10, 0, 28))  # to 128 x 160
     with torch.no_grad():
         logits = torch.nn.functional.interpolate(tiny_model(x), size=(128, 160), mode="bilinear")

@@ -43,7 +43,10 @@ def test_xl_pre_norm_only_in_stage3_blocks_7_and_15():
     with torch.device("meta"):
         model = lrformer.create_model("lrformer_xl")
     with_pre_norm = [
-        (s, i) for s in range(1, 5) for i, b in enumerate(getattr(model.backbone, f"block{s}")) if b.pre_norm is not None
+        (s, i)
+        for s in range(1, 5)
+        for i, b in enumerate(getattr(model.backbone, f"block{s}"))
+        if b.pre_norm is not None
     ]
     assert with_pre_norm == [(3, 7), (3, 15)]
     assert model.decode_head is None

@@ -10,7 +10,9 @@ from ..inference import MMSEG_TTA_RATIOS, InferenceConfig
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l) or a model YAML/JSON")
     parser.add_argument("--weights", default=None, help="checkpoint path or URL (released, or saved by lrformer train)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classes of the model (default: the model file's, or 150)")
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classes of the model (default: the model file's, or 150)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
 
 
@@ -23,7 +25,9 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scale", nargs=2, type=int, metavar=("LONG", "SHORT"), default=None,
                        help="keep-ratio resize bound (default 2048 512)")  # fmt: skip
     group.add_argument("--size-divisor", type=int, default=None, help="alignment multiple (default 32)")
-    group.add_argument("--tta", action="store_true", help=f"multi-scale {list(MMSEG_TTA_RATIOS)} + flip test-time augmentation")
+    group.add_argument(
+        "--tta", action="store_true", help=f"multi-scale {list(MMSEG_TTA_RATIOS)} + flip test-time augmentation"
+    )
     group.add_argument("--tta-ratios", nargs="+", type=float, default=None, help="scale ratios for --tta")
     group.add_argument("--no-flip", action="store_true", help="no horizontal flip in --tta")
 

@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.convert import convert
 
     converted, skipped, errors = convert(args.kind, args.root, args.workers, args.force)
-    print(f"converted {converted} label map(s), {skipped} already done" + (f", {len(errors)} failed:" if errors else ""))
+    print(
+        f"converted {converted} label map(s), {skipped} already done" + (f", {len(errors)} failed:" if errors else "")
+    )
     for error in errors:
         print(f"  {error}")
     return 1 if errors else 0

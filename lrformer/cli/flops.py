@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"MACs:   {result.macs / 1e9:.2f} G  (the paper's 'FLOPs')")
     for module, macs in result.by_module.items():
         print(f"  {module + ':':<14}{macs / 1e9:.2f} G")
-    print(f"params: {result.params / 1e6:.2f} M  ({result.params:,} state-dict elements, "
-          f"{result.learnable_params:,} learnable)")
+    print(
+        f"params: {result.params / 1e6:.2f} M  ({result.params:,} state-dict elements, "
+        f"{result.learnable_params:,} learnable)"
+    )
     return 0

@@ -101,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     with tqdm(total=len(items), unit="img", disable=len(items) < 2, file=sys.stderr) as bar:
         for batch in loader:
-            for path, _, _, error in batch:
+            for *_, error in batch:
                 if error:
                     errors.append(error)
                     tqdm.write(f"error: {error}", file=sys.stderr)
             good = [b for b in batch if b[3] is None]
             labels = predictor.predict_prepared([b[2] for b in good], args.batch_size) if good else []
-            for (path, name, prepared, _), label in zip(good, labels):
+            for (_, name, prepared, _), label in zip(good, labels):
                 save_label_png(out / f"{name}.png", label, palette)
                 if not args.no_overlay:
                     save_image(out / f"{name}_overlay.jpg", overlay(prepared.bgr, label, palette, args.opacity))

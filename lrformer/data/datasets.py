@@ -74,7 +74,9 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
         return BUILTIN[str(name_or_yaml)]
     path = Path(name_or_yaml)
     if not path.is_file():
-        raise ValueError(f"unknown dataset {str(name_or_yaml)!r}: use {', '.join(BUILTIN)} or a YAML file describing the layout")
+        raise ValueError(
+            f"unknown dataset {str(name_or_yaml)!r}: use {', '.join(BUILTIN)} or a YAML file describing the layout"
+        )
     import yaml
 
     from ..models.variants import _unknown_key_error
@@ -116,16 +118,23 @@ class SegmentationDataset:
             )
         images = sorted(p for p in img_dir.rglob(f"*{spec.img_suffix}") if p.is_file())
         if not images:
-            raise FileNotFoundError(f"no *{spec.img_suffix} images under {img_dir}. Expected layout: {spec.layout(split)}")
-        labels = {p: ann_dir / (str(p.relative_to(img_dir))[: -len(spec.img_suffix)] + spec.seg_map_suffix) for p in images}
+            raise FileNotFoundError(
+                f"no *{spec.img_suffix} images under {img_dir}. Expected layout: {spec.layout(split)}"
+            )
+        labels = {
+            p: ann_dir / (str(p.relative_to(img_dir))[: -len(spec.img_suffix)] + spec.seg_map_suffix) for p in images
+        }
         unlabelled = [str(p) for p, a in labels.items() if not a.is_file()]
         if unlabelled:
             raise FileNotFoundError(
                 f"{len(unlabelled)} image(s) have no annotation in {ann_dir} (expected <name>{spec.seg_map_suffix}): "
-                + ", ".join(unlabelled[:10]) + (" ..." if len(unlabelled) > 10 else "")
+                + ", ".join(unlabelled[:10])
+                + (" ..." if len(unlabelled) > 10 else "")
             )
         known = set(labels.values())
-        orphans = [str(p) for p in ann_dir.rglob(f"*{spec.seg_map_suffix}") if p not in known] if ann_dir.is_dir() else []
+        orphans = (
+            [str(p) for p in ann_dir.rglob(f"*{spec.seg_map_suffix}") if p not in known] if ann_dir.is_dir() else []
+        )
         if orphans:
             logger.warning("%d annotation(s) without an image: %s", len(orphans), ", ".join(orphans[:10]))
         self.samples = list(labels.items())
@@ -133,7 +142,9 @@ class SegmentationDataset:
     @staticmethod
     def _resolve_root(root: Path, spec: DatasetSpec, split: str) -> Path:
         if not root.is_dir():
-            raise FileNotFoundError(f"data root {root} does not exist. Expected layout for {spec.name}: {spec.layout(split)}")
+            raise FileNotFoundError(
+                f"data root {root} does not exist. Expected layout for {spec.name}: {spec.layout(split)}"
+            )
         first = Path(spec.dirs(split)[0]).parts[0]
         if not (root / first).exists() and root.name == first:
             return root.parent  # e.g. --data-root .../ADEChallengeData2016

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+# fmt: off
 ADE20K_CLASSES = (
     'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed ', 'windowpane', 'grass',
     'cabinet', 'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant', 'curtain',
@@ -123,6 +124,7 @@ COCO_STUFF_PALETTE = (
     (0, 64, 160), (192, 160, 192), (192, 192, 0), (128, 64, 96), (192, 32, 64), (192, 64, 128),
     (64, 192, 96), (64, 160, 64), (64, 64, 0),
 )
+# fmt: on
 
 DATASETS: dict[str, tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]] = {
     "ade20k": (ADE20K_CLASSES, ADE20K_PALETTE),
@@ -150,7 +152,7 @@ def get_palette(name: str, num_classes: int | None = None) -> np.ndarray:
         raise ValueError(f"unknown palette {name!r}; choose one of {', '.join([*DATASETS, 'random'])}")
     palette = np.asarray(DATASETS[name][1], dtype=np.uint8)
     if num_classes is not None and num_classes > len(palette):
-        palette = np.concatenate([palette, random_palette(num_classes)[len(palette):]])
+        palette = np.concatenate([palette, random_palette(num_classes)[len(palette) :]])
     return palette
 
 

@@ -101,7 +101,11 @@ class IoUMetric:
     def all_reduce(self) -> None:
         """Sum the accumulators over all processes of the default process group (no-op without one)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else "cpu"
+            device = (
+                torch.device("cuda", torch.cuda.current_device())
+                if torch.distributed.get_backend() == "nccl"
+                else "cpu"
+            )
             sums = self.sums.to(device)
             torch.distributed.all_reduce(sums)
             self.sums = sums.cpu()

@@ -142,7 +142,9 @@ class Predictor:
             return slide(x, self._network, self.config.crop, self.config.stride, batch_size)
         fallback = None
         if hasattr(self.model, "attention_elements"):
-            fallback = long_side_windows(height, width, self.model.attention_elements, self.config.max_attention_elements)
+            fallback = long_side_windows(
+                height, width, self.model.attention_elements, self.config.max_attention_elements
+            )
         if fallback is not None:
             crop, stride = fallback
             logger.warning(

@@ -103,10 +103,7 @@ class LRSA(nn.Module):
         return self.num_heads * q_height * q_width * n_kv
 
     def extra_repr(self) -> str:
-        return (
-            f"num_heads={self.num_heads}, q_pooled_size={self.q_pooled_size}, "
-            f"kv_pooled_sizes={self.kv_pooled_sizes}"
-        )
+        return f"num_heads={self.num_heads}, q_pooled_size={self.q_pooled_size}, kv_pooled_sizes={self.kv_pooled_sizes}"
 
 
 class HeadLRSA(LRSA):

@@ -14,7 +14,9 @@ from .lr_head import LRHead
 from .segmentor import LRFormerSegmentor
 
 
-def _variant(embed_dims: list[int], depths: list[int], head_channels: int | None, drop_path_rate: float) -> dict[str, Any]:
+def _variant(
+    embed_dims: list[int], depths: list[int], head_channels: int | None, drop_path_rate: float
+) -> dict[str, Any]:
     return dict(
         embed_dims=embed_dims,
         depths=depths,
@@ -103,7 +105,9 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 
         data = yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a model file must hold a mapping of create_model arguments, got {type(data).__name__}")
+        raise ValueError(
+            f"{path}: a model file must hold a mapping of create_model arguments, got {type(data).__name__}"
+        )
     for key in data:
         if key not in FILE_KEYS:
             raise _unknown_key_error(key, FILE_KEYS, f"key in {path}:")
