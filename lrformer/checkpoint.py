@@ -7,6 +7,7 @@ and ``decode_head.*``; ImageNet checkpoints hold the backbone alone, without pre
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -49,7 +50,8 @@ def _is_url(path: str | Path) -> bool:
 
 def _download(url: str) -> Path:
     """Download ``url`` once into the cache directory (atomically) and return the local path."""
-    target = CACHE_DIR / Path(url.split("?")[0]).name
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    target = CACHE_DIR / f"{digest}_{Path(url.split('?')[0]).name}"
     if not target.exists():
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".part")
@@ -72,13 +74,27 @@ def read_state_dict(path_or_url: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (give a local file path or an http(s) URL)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_metadata_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors carry unhelpful messages
         raise RuntimeError(
-            f"cannot read checkpoint {path}: {exc}. It must be a PyTorch file saved with torch.save "
-            "holding tensors only (a state dict, possibly under 'state_dict' or 'model')."
+            f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}\n"
+            "A file saved with torch.save loads when it holds tensors, numbers, strings and containers "
+            "(numpy scalars in its metadata are accepted too). If the file is from a source you trust and "
+            "its metadata holds other objects, re-save only its weights: "
+            "torch.save({'state_dict': torch.load(PATH, weights_only=False)['state_dict']}, NEW_PATH)"
         ) from exc
     return unwrap_state_dict(obj, source=str(path))
+
+
+def _numpy_metadata_globals() -> list:
+    """numpy scalar/array reconstructors that mmengine checkpoints carry in ``meta`` (e.g. best scores)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    found = [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype]
+    found += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return found
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -113,3 +113,14 @@ def test_unreadable_and_missing_files_give_clear_errors(tmp_path, tiny_cases):
         lrformer.load_checkpoint(_fresh(tiny_cases), bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         lrformer.load_checkpoint(_fresh(tiny_cases), tmp_path / "nope.pth")
+
+
+def test_numpy_metadata_in_mmengine_style_checkpoints_is_accepted(tmp_path, tiny_cases, released_state):
+    import numpy as np
+
+    path = tmp_path / "mm.pth"
+    torch.save(
+        {"state_dict": released_state, "meta": {"hook_msgs": {"best_score": np.float64(0.4)}, "x": np.arange(2)}}, path
+    )
+    model = _fresh(tiny_cases)
+    assert lrformer.load_checkpoint(model, path).ok

@@ -139,3 +139,18 @@ def test_torchrun_two_processes_equal_one(tmp_path, tiny_model_file, generic):
            "-m", "lrformer", "eval", *common, "--json", str(tmp_path / "two.json")]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
     assert json.loads((tmp_path / "two.json").read_text()) == json.loads((tmp_path / "one.json").read_text())
+
+
+def test_palette_and_16bit_annotations_read_as_indices(tmp_path):
+    from PIL import Image
+
+    from lrformer.data.datasets import read_label
+
+    indices = np.array([[0, 1, 2], [3, 4, 255]], dtype=np.uint8)
+    paletted = Image.fromarray(indices, mode="L")
+    paletted.putpalette([7, 7, 7, 200, 0, 0, 0, 200, 0, 0, 0, 200, 90, 90, 90] + [0] * (768 - 15))
+    paletted.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_label(tmp_path / "p.png"), indices)
+    deep = np.array([[0, 300]], dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    np.testing.assert_array_equal(read_label(tmp_path / "d.png"), deep)

@@ -171,3 +171,36 @@ def test_failed_write_leaves_existing_output_intact(tmp_path, monkeypatch):
 def test_config_validation():
     with pytest.raises(ValueError, match="mode must be"):
         InferenceConfig(mode="tiles")
+
+
+def test_pad_pipeline_flips_before_padding():
+    from lrformer.inference import prepare
+
+    image = synthetic_photo(50, 70, seed=4)[:, :, ::-1]
+    views = prepare(image, InferenceConfig(pipeline="pad", scale=(140, 50), flip=True, tta_ratios=(1.0,))).views
+    plain, flipped = views[0].image, views[1].image
+    assert plain.shape[-2:] == flipped.shape[-2:] == (64, 96) and views[1].valid == (50, 70)
+    torch.testing.assert_close(flipped[:, :50, :70], plain[:, :50, :70].flip(-1))
+    assert flipped[:, :, 70:].abs().max() == 0  # padding stays bottom/right
+
+
+def test_model_defaults_use_the_variant_test_scale():
+    from lrformer import create_model
+    from lrformer.inference.predictor import model_defaults
+
+    with torch.device("meta"):
+        large, tiny = create_model("lrformer_l"), create_model("lrformer_t")
+    assert model_defaults(large).scale == (2560, 640)
+    assert model_defaults(tiny).scale == (2048, 512)
+    city = InferenceConfig(mode="slide", scale=(2048, 1024))
+    assert model_defaults(large, city).scale == (2048, 1024)
+
+
+def test_window_stride_must_not_exceed_crop():
+    with pytest.raises(ValueError, match="stride <= crop"):
+        InferenceConfig(mode="slide", crop=(512, 512), stride=(1000, 341))
+
+
+def test_tiny_strip_images_still_run(tiny_model):
+    label = Predictor(tiny_model)(synthetic_photo(1, 600, seed=0))
+    assert label.shape == (1, 600)

@@ -47,3 +47,8 @@ def test_bad_label_value_names_file_and_value():
     metric = IoUMetric(["a", "b"])
     with pytest.raises(LabelValueError, match=r"x\.png: label value 7 is not a class index"):
         metric.update(np.array([0, 1]), np.array([7, 1]), source="x.png")
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match=r"prediction \(2, 3\) and label \(3, 2\) differ"):
+        IoUMetric(["a"]).update(np.zeros((2, 3)), np.zeros((3, 2)))

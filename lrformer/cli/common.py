@@ -26,6 +26,15 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
                        help="keep-ratio resize bound (default 2048 512)")  # fmt: skip
     group.add_argument("--size-divisor", type=int, default=None, help="alignment multiple (default 32)")
     group.add_argument(
+        "--pipeline",
+        choices=("align", "pad"),
+        default=None,
+        help="align: AlignResize (LRFormer); pad: resize + pad (LRFormer+); default: the model's",
+    )
+    group.add_argument("--max-attention-elements", type=int, default=None,
+                       help="above this attention size, whole mode uses windows along the long side "
+                       "(default 2^28; 0 disables the fallback)")  # fmt: skip
+    group.add_argument(
         "--tta", action="store_true", help=f"multi-scale {list(MMSEG_TTA_RATIOS)} + flip test-time augmentation"
     )
     group.add_argument("--tta-ratios", nargs="+", type=float, default=None, help="scale ratios for --tta")
@@ -35,7 +44,7 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 def inference_config(args: argparse.Namespace, base: InferenceConfig) -> InferenceConfig:
     """``base`` (the model's or dataset's defaults) with the command-line options applied."""
     changes = {}
-    for name in ("mode", "size_divisor"):
+    for name in ("mode", "size_divisor", "pipeline", "max_attention_elements"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     for name in ("crop", "stride", "scale"):

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.datasets import SegmentationDataset, load_spec
     from ..engine.distributed import device_for, init_distributed, shutdown
     from ..evaluation import evaluate
+    from ..inference.predictor import model_defaults
     from ..utils import atomic_path
     from .common import inference_config, load_model
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.num_classes is None and not str(args.model).endswith((".yaml", ".yml", ".json")):
             args.num_classes = len(spec.classes)
         model = load_model(args)
-        config = inference_config(args, spec.test)
+        config = inference_config(args, model_defaults(model, spec.test))
         metrics = evaluate(model, dataset, config, args.batch_size, args.workers, device_for(args.device, info))
         if info.is_main:
             print(f"{spec.name} {args.split}: {len(dataset)} images")

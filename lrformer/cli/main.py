@@ -12,6 +12,8 @@ COMMANDS = {
     "predict": "lrformer.cli.predict",
     "eval": "lrformer.cli.eval",
     "convert": "lrformer.cli.convert",
+    "train": "lrformer.cli.train",
+    "demo": "lrformer.cli.demo",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 

@@ -74,6 +74,8 @@ class _Images:
             return path, name, prepare(path, self.config, keep_image=True), None
         except ImageReadError as exc:
             return path, name, None, str(exc)
+        except Exception as exc:  # any other failure of one file must not stop the run
+            return path, name, None, f"{path}: {type(exc).__name__}: {exc}"
 
 
 def default_palette(num_classes: int) -> str:
@@ -85,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.palettes import get_palette
-    from ..inference import InferenceConfig, Predictor, overlay, save_image, save_label_png
+    from ..inference import Predictor, overlay, save_image, save_label_png
+    from ..inference.predictor import model_defaults
     from .common import inference_config, load_model
 
     items, errors = collect_inputs(args.inputs)
     model = load_model(args)
-    base = InferenceConfig(pipeline=model.config.get("test_pipeline", "align"))
-    predictor = Predictor(model, inference_config(args, base), device=args.device)
+    predictor = Predictor(model, inference_config(args, model_defaults(model)), device=args.device)
     palette = get_palette(args.palette or default_palette(predictor.num_classes), predictor.num_classes)
     out = Path(args.out)
     loader = torch.utils.data.DataLoader(

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..utils import atomic_path
+from .datasets import read_label
 
 CITYSCAPES_ID_TO_TRAIN_ID = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -34,11 +35,14 @@ COCO_STUFF_LUT = _lookup({cid: i for i, cid in enumerate(c for c in range(182) i
 
 def _convert_one(job: tuple[Path, Path, np.ndarray]) -> str | None:
     source, target, table = job
-    label = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
-    if label is None:
-        return f"{source}: cannot read"
+    try:
+        label = read_label(source)
+    except ValueError as exc:
+        return str(exc)
+    if label.max(initial=0) > 255:
+        return f"{source}: value {label.max()} is not a {'Cityscapes' if table is CITYSCAPES_LUT else 'COCO'} label id"
     with atomic_path(target) as tmp:
-        if not cv2.imwrite(str(tmp), table[label]):
+        if not cv2.imwrite(str(tmp), table[label.astype(np.uint8)]):
             return f"{target}: cannot write"
     return None
 

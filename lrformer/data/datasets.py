@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from ..inference.predictor import InferenceConfig
 from .palettes import DATASETS as PALETTES
@@ -101,6 +101,19 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
     )  # fmt: skip
 
 
+def read_label(path: str | Path) -> np.ndarray:
+    """A label map as stored: palette ("P") PNGs give their indices, 16-bit PNGs their values
+    (read with Pillow, as mmseg does)."""
+    try:
+        with Image.open(path) as image:
+            label = np.array(image)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the annotation ({exc})") from exc
+    if label.ndim != 2:
+        raise ValueError(f"{path}: annotations must be single-channel label maps, got shape {label.shape}")
+    return label
+
+
 class SegmentationDataset:
     """Image / label pairs of one split. ``dataset[i]`` → ``(bgr image, label map, image path)``.
 
@@ -159,13 +172,7 @@ class SegmentationDataset:
 
     def load_label(self, index: int) -> np.ndarray:
         """Label map ``(H, W)`` int64 with ``reduce_zero_label`` applied (0 → ignore, others − 1)."""
-        path = self.samples[index][1]
-        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if label is None:
-            raise ValueError(f"{path}: cannot read the annotation")
-        if label.ndim == 3:
-            raise ValueError(f"{path}: annotations must be single-channel label maps, got {label.shape[2]} channels")
-        label = label.astype(np.int64)
+        label = read_label(self.samples[index][1]).astype(np.int64)
         if self.spec.reduce_zero_label:
             label = np.where(label == 0, 255, label - 1)
             label[label == 254] = 255

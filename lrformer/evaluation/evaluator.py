@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..data.datasets import SegmentationDataset
-from ..inference.predictor import InferenceConfig, Predictor, prepare
+from ..inference.predictor import InferenceConfig, Predictor, model_defaults, prepare
 from .metrics import IoUMetric, SegmentationMetrics
 
 
@@ -49,16 +49,18 @@ def evaluate(
             f"the model predicts {getattr(model, 'num_classes', None)} classes but {dataset.spec.name} has "
             f"{len(classes)}: create the model with num_classes={len(classes)} (and matching weights)"
         )
-    config = config or dataset.spec.test
-    if getattr(model, "config", {}).get("test_pipeline") and config.pipeline != model.config["test_pipeline"]:
-        config = InferenceConfig(**{**config.__dict__, "pipeline": model.config["test_pipeline"]})
+    config = config or model_defaults(model, dataset.spec.test)
     predictor = Predictor(model, config, device=device)
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     indices = list(range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(
-        _Prepared(dataset, indices, config), batch_size=batch_size, num_workers=workers, collate_fn=list
+        _Prepared(dataset, indices, config),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,
+        generator=torch.Generator(),  # leaves the global RNG alone (exact training resume)
     )
     metric = IoUMetric(classes, dataset.spec.ignore_index)
     with tqdm(total=len(dataset), unit="img", disable=not progress or rank != 0, file=sys.stderr, desc="eval") as bar:

@@ -43,10 +43,10 @@ class SegmentationMetrics:
         """Per-class table and summary, formatted like mmseg's log."""
         data = self.as_percent()
         width = max(10, *(len(n) for n in self.IoU))
-        rows = [f"| {'Class':<{width}} |  IoU  |  Acc  |", f"|{'-' * (width + 2)}|-------|-------|"]
+        rows = [f"| {'Class':<{width}} |   IoU  |   Acc  |", f"|{'-' * (width + 2)}|--------|--------|"]
         for name in self.IoU:
             iou, acc = data["IoU"][name], data["Acc"][name]
-            rows.append(f"| {name:<{width}} | {_fmt(iou):>5} | {_fmt(acc):>5} |")
+            rows.append(f"| {name:<{width}} | {_fmt(iou):>6} | {_fmt(acc):>6} |")
         rows.append("")
         rows.append(f"aAcc: {_fmt(data['aAcc'])}  mIoU: {_fmt(data['mIoU'])}  mAcc: {_fmt(data['mAcc'])}")
         return "\n".join(rows)
@@ -79,10 +79,14 @@ class IoUMetric:
 
     def update(self, pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, source: str = "label") -> None:
         """Add one prediction / label pair of equal ``(H, W)`` shape."""
-        pred = torch.as_tensor(np.asarray(pred)).long().flatten()
-        label = torch.as_tensor(np.asarray(label)).long().flatten()
+        pred = torch.as_tensor(pred).detach().cpu().long()
+        label = torch.as_tensor(label).detach().cpu().long()
         if pred.shape != label.shape:
-            raise ValueError(f"{source}: prediction has {pred.numel()} pixels, label {label.numel()}")
+            raise ValueError(
+                f"{source}: prediction {tuple(pred.shape)} and label {tuple(label.shape)} differ in shape "
+                "(an image with an EXIF rotation whose label is not rotated?)"
+            )
+        pred, label = pred.flatten(), label.flatten()
         valid = label != self.ignore_index
         pred, label = pred[valid], label[valid]
         bad = label[(label < 0) | (label >= self.num_classes)]

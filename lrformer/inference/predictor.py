@@ -13,7 +13,7 @@ from torch import nn
 from ..models.layers import resize
 from .image_io import ImageInput, to_bgr
 from .sliding import long_side_windows, slide
-from .transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple
+from .transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ class InferenceConfig:
             raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
         if self.pipeline not in ("align", "pad"):
             raise ValueError(f"pipeline must be 'align' or 'pad', got {self.pipeline!r}")
-        if min(self.crop) < 32 or min(self.stride) < 1:
-            raise ValueError(f"crop must be >= 32 and stride >= 1, got crop {self.crop}, stride {self.stride}")
+        if min(self.crop) < 32 or min(self.stride) < 1 or any(s > c for s, c in zip(self.stride, self.crop)):
+            raise ValueError(
+                f"need crop >= 32 and 1 <= stride <= crop (so windows cover every pixel), "
+                f"got crop {self.crop}, stride {self.stride}"
+            )
 
     @property
     def is_tta(self) -> bool:
@@ -81,21 +84,44 @@ class PreparedImage:
 
 
 def prepare(image: ImageInput, config: InferenceConfig, keep_image: bool = False) -> PreparedImage:
-    """Decode ``image`` and build its network inputs: one per scale ratio and flip (SPEC §7)."""
+    """Decode ``image`` and build its network inputs: one per scale ratio and flip (SPEC §7).
+
+    ``align`` (LRFormer, mmseg 0.x): ``AlignResize`` to ``scale × ratio``. ``pad`` (LRFormer+,
+    mmseg 1.x): keep-ratio resize to ``scale`` (with TTA: by ``ratio`` of the original size, as
+    mmseg 1.x's ``tta_pipeline``), normalise, then flip, then pad bottom/right to ``size_divisor``.
+    """
     bgr = to_bgr(image)
     views = []
     for ratio in config.tta_ratios:
-        scale = (int(config.scale[0] * ratio), int(config.scale[1] * ratio))
         if config.pipeline == "align":
+            scale = (int(config.scale[0] * ratio), int(config.scale[1] * ratio))
             tensor = normalize(align_resize(bgr, scale, config.size_divisor))
-            valid = tuple(tensor.shape[-2:])
+        elif config.is_tta:
+            height, width = bgr.shape[:2]
+            tensor = normalize(
+                resize_bilinear(bgr, max(1, int(height * ratio + 0.5)), max(1, int(width * ratio + 0.5)))
+            )
         else:
-            tensor = normalize(keep_ratio_resize(bgr, scale))
-            valid = tuple(tensor.shape[-2:])
-            tensor = pad_to_multiple(tensor, config.size_divisor)
+            tensor = normalize(keep_ratio_resize(bgr, config.scale))
+        valid = tuple(tensor.shape[-2:])
         for flip in (False, True) if config.flip else (False,):
-            views.append(View(tensor.flip(-1) if flip else tensor, valid, flip))
+            flipped = tensor.flip(-1) if flip else tensor
+            if config.pipeline == "pad":
+                flipped = pad_to_multiple(flipped, config.size_divisor)
+            views.append(View(flipped, valid, flip))
     return PreparedImage(views, bgr.shape[:2], bgr if keep_image else None)
+
+
+def model_defaults(model: nn.Module, base: InferenceConfig | None = None) -> InferenceConfig:
+    """``base`` (default settings, or a dataset's) adapted to the model: its test pipeline
+    (``pad`` for LRFormer+) and, where ``base`` has the standard 512 bound, the model's own test
+    scale (LRFormer-L: ``(2560, 640)``)."""
+    base = base or InferenceConfig()
+    config = getattr(model, "config", {})
+    changes: dict = {"pipeline": config.get("test_pipeline", base.pipeline)}
+    if config.get("test_scale") and base.scale == InferenceConfig.scale:
+        changes["scale"] = tuple(config["test_scale"])
+    return replace(base, **changes)
 
 
 class Predictor:
@@ -119,7 +145,7 @@ class Predictor:
         **settings,
     ) -> None:
         if config is None:
-            config = InferenceConfig(pipeline=getattr(model, "config", {}).get("test_pipeline", "align"))
+            config = model_defaults(model)
         self.config = replace(config, **settings) if settings else config
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
@@ -130,7 +156,8 @@ class Predictor:
     # ---------------------------------------------------------------- network
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w)`` → scores resized to the input size ``(N, C, h, w)``."""
-        return resize(self.model(x), x.shape[-2:])
+        dtype = next(self.model.parameters()).dtype
+        return resize(self.model(x.to(dtype)), x.shape[-2:]).float()
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 1) -> torch.Tensor:

@@ -61,10 +61,11 @@ def long_side_windows(
 ) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """Windows along the long side when the whole input's attention exceeds ``budget`` elements.
 
-    Returns ``(crop, stride)`` (``(h, w)`` each) or ``None`` when the whole input fits. The window
+    Returns ``(crop, stride)`` (``(h, w)`` each) or ``None`` when the whole input fits (or the
+    budget is 0: no fallback). The window
     keeps the full short side and the largest power-of-two aspect ratio (up to 8) that fits.
     """
-    if attention_elements(height, width) <= budget:
+    if budget <= 0 or attention_elements(height, width) <= budget:
         return None
     short, long_ = min(height, width), max(height, width)
     aspect = 8

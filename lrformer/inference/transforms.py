@@ -14,9 +14,10 @@ STD = (58.395, 57.12, 57.375)
 
 def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
     """mmcv ``rescale_size`` with a (long, short) bound: ``f = min(long/max(h, w), short/min(h, w))``,
-    new size ``(int(h·f + 0.5), int(w·f + 0.5))`` returned as ``(H, W)``."""
+    new size ``(int(h·f + 0.5), int(w·f + 0.5))`` returned as ``(H, W)`` (at least 1 pixel each:
+    mmcv would produce an empty image for extreme aspect ratios)."""
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:

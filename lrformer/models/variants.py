@@ -34,7 +34,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lrformer_t": _variant([48, 96, 240, 384], [2, 2, 6, 3], 256, 0.1),
     "lrformer_s": _variant([64, 128, 320, 512], [3, 3, 12, 3], 384, 0.2),
     "lrformer_b": _variant([80, 160, 400, 512], [4, 4, 15, 8], 512, 0.4),
-    "lrformer_l": _variant([96, 192, 480, 640], [4, 6, 18, 8], 640, 0.6),
+    "lrformer_l": {**_variant([96, 192, 480, 640], [4, 6, 18, 8], 640, 0.6), "test_scale": (2560, 640)},
     "lrformer_xl": _variant([128, 256, 640, 768], [4, 8, 22, 8], None, 0.0),
 }
 """Hyper-parameters of the released variants (SPEC §4); drop-path rates of the official ADE20K recipes."""

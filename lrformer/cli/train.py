@@ -1,0 +1,41 @@
+"""``lrformer train``: train or fine-tune from a YAML config, on one process or under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a segmentation model from a YAML config (one process, or many with torchrun)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config YAML (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-4 --set data.root=/data")  # fmt: skip
+    parser.add_argument("--work-dir", default=None, help="checkpoints and logs (default work_dirs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                        help="continue from CKPT, or from the latest checkpoint in the work dir")  # fmt: skip
+    parser.epilog = (
+        "examples:\n  lrformer train configs/lrformer_t_ade20k.yaml --set data.root=data/\n"
+        "  torchrun --nproc-per-node 8 -m lrformer train configs/lrformer_b_ade20k.yaml --resume"
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..engine.config import load_config
+    from ..engine.distributed import shutdown
+    from ..engine.trainer import Trainer
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
+    try:
+        last = Trainer(config, work_dir, resume=args.resume).train()
+    finally:
+        shutdown()
+    print(f"done: last checkpoint {last}")
+    return 0

@@ -1,0 +1,58 @@
+"""Training checkpoints: written atomically, the last K kept plus the best by validation mIoU."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils import atomic_path
+
+ITER_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def iteration_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
+    """``iter_N.pth`` files in ``work_dir``, oldest first."""
+    found = [(int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := ITER_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def latest(work_dir: Path) -> Path | None:
+    checkpoints = iteration_checkpoints(work_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def prune(work_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` iteration checkpoints (the best one is a separate file)."""
+    for _, path in iteration_checkpoints(work_dir)[:-keep] if keep > 0 else []:
+        path.unlink(missing_ok=True)
+
+
+def save_best(work_dir: Path, state: dict[str, Any], iteration: int) -> Path:
+    """Write ``best_mIoU_iter_N.pth`` and remove the previous best."""
+    path = work_dir / f"best_mIoU_iter_{iteration}.pth"
+    save(path, state)
+    for old in work_dir.glob("best_mIoU_iter_*.pth"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

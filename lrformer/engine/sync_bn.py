@@ -1,0 +1,54 @@
+"""Synchronised BatchNorm for multi-process training on every device.
+
+CUDA uses ``torch.nn.SyncBatchNorm``; PyTorch has no CPU implementation, so CPU (gloo) runs use
+:class:`CPUSyncBatchNorm`, which all-reduces the per-channel sums with the differentiable
+``torch.distributed.nn.all_reduce``. Both keep the parameter and buffer names of ``BatchNorm2d``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.distributed.nn as dist_nn
+from torch import nn
+
+
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are computed over the batches of all processes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not torch.distributed.is_initialized():
+            return super().forward(x)
+        channels = x.shape[1]
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_tensor([x.numel() / channels])])
+        with warnings.catch_warnings():  # the differentiable all_reduce is marked deprecated, not replaced
+            warnings.simplefilter("ignore", FutureWarning)
+            total = dist_nn.all_reduce(local)
+        count = total[-1]
+        mean = total[:channels] / count
+        var = total[channels : 2 * channels] / count - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            unbiased = var.detach() * count / (count - 1).clamp(min=1)
+            self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+        x = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        return x * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Replace every ``BatchNorm2d`` with its synchronised version for ``device``, weights kept."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = CPUSyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync)
+        else:
+            convert_sync_batchnorm(child, device)
+    return module

@@ -1,0 +1,266 @@
+"""The iteration-based trainer: one process, or many under torchrun (DDP + SyncBatchNorm)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ..checkpoint import load_checkpoint
+from ..data.augment import AugmentConfig
+from ..data.datasets import SegmentationDataset, load_spec
+from ..evaluation import evaluate
+from ..inference.predictor import InferenceConfig
+from ..models import create_model
+from . import checkpointing
+from .data import AugmentedDataset, batches
+from .distributed import device_for, init_distributed
+from .optim import build_optimizer, build_scheduler
+from .sync_bn import convert_sync_batchnorm
+
+logger = logging.getLogger("lrformer.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy of stride-8 logits resized (bilinear) to the labels, averaged over **all**
+    pixels (ignored ones add 0 but count: mmseg's ``avg_non_ignore=False``)."""
+    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none").mean()
+
+
+class Trainer:
+    """Trains a segmentation model from a resolved config (see :mod:`lrformer.engine.config`).
+
+    Args:
+        config: the resolved configuration.
+        work_dir: where checkpoints, ``config.yaml`` and TensorBoard logs go.
+        resume: ``True`` for the latest checkpoint in ``work_dir``, or a checkpoint path.
+        callbacks: functions called with the trainer after every iteration.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        work_dir: str | Path,
+        resume: bool | str | Path | None = None,
+        callbacks: list[Callable[[Trainer], None]] = (),
+    ) -> None:
+        self.cfg = config
+        self.work_dir = Path(work_dir)
+        self.callbacks = list(callbacks)
+        train_cfg, data_cfg = config["train"], config["data"]
+        self.dist = init_distributed(train_cfg["device"])
+        self.device = device_for(train_cfg["device"], self.dist)
+        torch.manual_seed(train_cfg["seed"] + self.dist.rank)
+
+        spec = load_spec(data_cfg["dataset"])
+        self.train_set = SegmentationDataset(spec, data_cfg["root"], data_cfg["train_split"])
+        self.val_set = (
+            SegmentationDataset(spec, data_cfg["root"], data_cfg["val_split"]) if train_cfg["val_interval"] else None
+        )
+        if self.val_set is not None and train_cfg["val_max_images"]:
+            self.val_set.samples = self.val_set.samples[: train_cfg["val_max_images"]]
+        self.test_config = InferenceConfig(**{**spec.test.__dict__, **_tuples(config["test"])})
+        self.augment = AugmentConfig(
+            scale=tuple(data_cfg["scale"]), ratio_range=tuple(data_cfg["ratio_range"]),
+            crop_size=tuple(data_cfg["crop_size"]), cat_max_ratio=data_cfg["cat_max_ratio"],
+            flip_prob=data_cfg["flip_prob"], photometric=data_cfg["photometric"], ignore_index=spec.ignore_index,
+        )  # fmt: skip
+        self.ignore_index = spec.ignore_index
+
+        model_cfg = config["model"]
+        self.model = create_model(
+            model_cfg["name"], num_classes=model_cfg["num_classes"] or len(spec.classes),
+            pretrained=model_cfg["pretrained"], drop_path_rate=model_cfg["drop_path_rate"], **model_cfg["overrides"],
+        ).train()  # fmt: skip
+        if model_cfg["backbone_checkpoint"]:
+            load_checkpoint(self.model, model_cfg["backbone_checkpoint"])
+        self.model.to(self.device)
+        if self.dist.enabled:
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.optimizer = build_optimizer(self.model, config["optim"])
+        self.scheduler = build_scheduler(self.optimizer, config["schedule"])
+        amp = train_cfg["amp"]
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"train.amp must be null, bf16 or fp16, got {amp!r}")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.forward_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if train_cfg["compile"]:
+            self.forward_model = torch.compile(self.forward_model)
+        self.iteration = 0
+        self.best_miou = -1.0
+        self.last_checkpoint: Path | None = None
+        if resume:
+            self._resume(checkpointing.latest(self.work_dir) if resume is True else Path(resume))
+        self.writer = None
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "rng": checkpointing.rng_state(),
+            "config": self.cfg,
+        }
+
+    def _resume(self, path: Path | None) -> None:
+        if path is None:
+            logger.info("no checkpoint in %s: starting from scratch", self.work_dir)
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        load_checkpoint(self.model, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration, self.best_miou = state["iteration"], state["best_miou"]
+        checkpointing.set_rng_state(state["rng"])
+        if self.dist.rank:
+            torch.manual_seed(self.cfg["train"]["seed"] + self.dist.rank + self.iteration)
+        self.last_checkpoint = path
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            path = self.work_dir / f"iter_{self.iteration}.pth"
+            checkpointing.save(path, self.state())
+            checkpointing.prune(self.work_dir, self.cfg["train"]["keep_checkpoints"])
+            self.last_checkpoint = path
+
+    # ------------------------------------------------------------------ loop
+    def validate(self) -> dict[str, float]:
+        metrics = evaluate(
+            self.model, self.val_set, self.test_config, 1, self.cfg["data"]["workers"], self.device, progress=False
+        )
+        self.model.train()
+        result = {"mIoU": metrics.mIoU * 100, "aAcc": metrics.aAcc * 100, "mAcc": metrics.mAcc * 100}
+        if self.dist.is_main:
+            logger.info("iter %d validation: mIoU %.2f  aAcc %.2f  mAcc %.2f", self.iteration, *result.values())
+            for key, value in result.items():
+                self._scalar(f"val/{key}", value)
+            if metrics.mIoU * 100 > self.best_miou:
+                self.best_miou = metrics.mIoU * 100
+                checkpointing.save_best(self.work_dir, self.state(), self.iteration)
+        return result
+
+    def _scalar(self, tag: str, value: float) -> None:
+        """Record a scalar in TensorBoard and in ``scalars.jsonl`` (one JSON object per line)."""
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, self.iteration)
+        if self.dist.is_main:
+            with open(self.work_dir / "scalars.jsonl", "a") as log:
+                log.write(json.dumps({"iter": self.iteration, "tag": tag, "value": value}) + "\n")
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimisation step; returns the loss averaged over processes."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss = segmentation_loss(self.forward_model(images), labels, self.ignore_index)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg["optim"]["clip_grad"]:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["optim"]["clip_grad"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        value = loss.detach()
+        if self.dist.enabled:
+            torch.distributed.all_reduce(value)
+            value /= self.dist.world_size
+        return float(value)
+
+    def train(self) -> Path | None:
+        """Run to ``schedule.max_iters``; returns the last checkpoint written."""
+        from tqdm import tqdm
+
+        train_cfg = self.cfg["train"]
+        max_iters = self.cfg["schedule"]["max_iters"]
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            (self.work_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.work_dir / "tensorboard"))
+        data = batches(
+            AugmentedDataset(self.train_set, self.augment, train_cfg["seed"]), self.cfg["data"]["batch_size"],
+            self.cfg["data"]["workers"], self.iteration, self.dist.rank, self.dist.world_size,
+        )  # fmt: skip
+        bar = tqdm(total=max_iters, initial=self.iteration, unit="it", disable=not self.dist.is_main, file=sys.stderr)
+        window: list[tuple[float, float, float]] = []
+        start = time.perf_counter()
+        while self.iteration < max_iters:
+            tick = time.perf_counter()
+            images, labels = next(data)
+            data_time = time.perf_counter() - tick
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss = self.train_step(images, labels)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss is {loss} at iteration {self.iteration + 1}; stopping. The last good checkpoint is "
+                    f"{self.last_checkpoint or '(none written yet)'}. Lower optim.lr, or try train.amp=bf16 / null."
+                )
+            self.iteration += 1
+            window.append((loss, data_time, time.perf_counter() - tick))
+            bar.update(1)
+            if self.iteration % train_cfg["log_interval"] == 0 or self.iteration == max_iters:
+                self._log(window, lr, start, bar)
+                window = []
+            if self.val_set is not None and (
+                self.iteration % train_cfg["val_interval"] == 0 or self.iteration == max_iters
+            ):
+                self.validate()
+            if self.iteration % train_cfg["checkpoint_interval"] == 0 or self.iteration == max_iters:
+                self.save_checkpoint()
+            for callback in self.callbacks:
+                callback(self)
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        return self.last_checkpoint
+
+    def _log(self, window: list[tuple[float, float, float]], lr: float, start: float, bar) -> None:
+        if not self.dist.is_main or not window:
+            return
+        loss = sum(w[0] for w in window) / len(window)
+        data_time = sum(w[1] for w in window) / len(window)
+        step_time = sum(w[2] for w in window) / len(window)
+        remaining = (self.cfg["schedule"]["max_iters"] - self.iteration) * step_time
+        if self.device.type == "cuda":
+            memory = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        bar.write(
+            f"iter {self.iteration}/{self.cfg['schedule']['max_iters']}  lr {lr:.3e}  loss {loss:.4f}  "
+            f"data {data_time:.3f}s  step {step_time:.3f}s  eta {datetime.timedelta(seconds=int(remaining))}  "
+            f"mem {memory:.0f}MB",
+            file=sys.stderr,
+        )
+        for tag, value in (("train/loss", loss), ("train/lr", lr), ("train/step_time", step_time)):
+            self._scalar(tag, value)
+
+
+def _tuples(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}

@@ -1,0 +1,173 @@
+"""The trainer: schedule, parameter groups, exact resume, divergence, distributed equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import lrformer
+from lrformer.cli.main import main
+from lrformer.data import synthetic
+from lrformer.engine.config import load_config
+from lrformer.engine.optim import build_optimizer, build_scheduler, lr_factor
+from lrformer.engine.trainer import Trainer, TrainingDiverged
+
+TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32}
+
+
+def test_learning_rate_at_key_iterations():
+    cfg = load_config(None)
+    model = lrformer.create_model("lrformer_t", num_classes=2, **TINY)
+    optimizer = build_optimizer(model, cfg["optim"])
+    scheduler = build_scheduler(optimizer, cfg["schedule"])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(6e-5 * 1e-6)  # iteration 0
+    expected = {
+        0: 6e-11,
+        750: 6e-5 * (1e-6 + (1 - 1e-6) * 0.5),
+        1500: 6e-5,
+        80000: 6e-5 * (1 - 78500 / 158500),
+        160000: 0.0,
+    }
+    for t, lr in expected.items():
+        assert 6e-5 * lr_factor(t, cfg["schedule"]) == pytest.approx(lr, rel=1e-9, abs=1e-20)
+    for _ in range(1500):
+        optimizer.step()
+        scheduler.step()
+    lrs = {g["lr_mult"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs[1.0] == pytest.approx(6e-5) and lrs[10.0] == pytest.approx(6e-4)
+
+
+def test_parameter_groups_follow_mmengine_custom_keys():
+    cfg = load_config(None)
+    with torch.device("meta"):
+        model = lrformer.create_model("lrformer_xl")
+        model.decode_head = lrformer.create_model("lrformer_t").decode_head
+    groups = build_optimizer(model, cfg["optim"]).param_groups
+    where = {name: (round(g["lr"], 12), g["weight_decay"]) for g in groups for name in g["names"]}
+    base, head, no_decay = (6e-5, 0.01), (6e-4, 0.01), (6e-5, 0.0)
+    assert where["decode_head.fuse_block1.norm1.weight"] == head  # 'head' wins over 'norm'
+    assert where["decode_head.conv_seg.bias"] == head
+    assert where["backbone.block1.0.norm1.weight"] == no_decay
+    assert where["backbone.block2.0.attn.norm.bias"] == no_decay
+    assert where["backbone.block3.7.pre_norm.weight"] == no_decay
+    assert where["backbone.patch_embed2.norm.weight"] == no_decay
+    assert where["backbone.patch_embed1.conv1.1.weight"] == base  # a stem BatchNorm: no 'norm' in its name
+    assert where["backbone.block1.0.attn.q.0.weight"] == base
+    assert where["backbone.block3.0.layer_scale_1"] == base
+    assert sum(len(g["names"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    return root, synthetic.generate(root, train=12, val=3, size=64)
+
+
+def _config(tiny_data, **changes):
+    root, spec = tiny_data
+    overrides = [
+        f"data.dataset={spec}", f"data.root={root}", "data.scale=[128,64]", "data.crop_size=[64,64]",
+        "data.batch_size=2", "data.workers=0", "train.device=cpu", "train.log_interval=1",
+        "train.val_interval=3", "train.val_max_images=2", "train.checkpoint_interval=3", "train.keep_checkpoints=2",
+        "schedule.max_iters=6", "schedule.warmup_iters=2", "optim.lr=1e-3", "model.drop_path_rate=0.2",
+        f"model.overrides={json.dumps(TINY)}",
+    ]  # fmt: skip
+    return load_config(None, overrides + [f"{k}={v}" for k, v in changes.items()])
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_is_exact(tmp_path, tiny_data):
+    full = Trainer(_config(tiny_data), tmp_path / "full")
+    full.train()
+
+    def kill_at_3(trainer):
+        if trainer.iteration == 3:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        Trainer(_config(tiny_data), tmp_path / "cut", callbacks=[kill_at_3]).train()
+    assert sorted(p.name for p in (tmp_path / "cut").glob("*.pth")) == ["best_mIoU_iter_3.pth", "iter_3.pth"]
+    resumed = Trainer(_config(tiny_data), tmp_path / "cut", resume=True)
+    assert resumed.iteration == 3
+    resumed.train()
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    # the trainer's checkpoints load with load_checkpoint and the CLIs (keep_checkpoints=2: 3 and 6)
+    assert sorted(p.name for p in (tmp_path / "cut").glob("iter_*.pth")) == ["iter_3.pth", "iter_6.pth"]
+    model = lrformer.create_model("lrformer_t", num_classes=5, **TINY)
+    lrformer.load_checkpoint(model, tmp_path / "cut" / "iter_6.pth")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, full.model.state_dict()[key])
+
+
+def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_checkpoint(tmp_path, tiny_data, monkeypatch):
+    original = Trainer.train_step
+
+    def step(self, images, labels):
+        loss = original(self, images, labels)
+        return float("nan") if self.iteration == 4 else loss  # the 5th iteration
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 5.*iter_3\.pth"):
+        Trainer(_config(tiny_data), tmp_path).train()
+    assert (tmp_path / "iter_3.pth").is_file() and not (tmp_path / "iter_6.pth").exists()
+
+
+def test_unknown_config_key_names_the_closest(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("optim:\n  weight_decy: 0.1\n")
+    assert main(["train", str(config)]) == 2
+    assert "unknown config key 'optim.weight_decy'; did you mean 'optim.weight_decay'?" in capsys.readouterr().err
+
+
+SCRIPT = """
+import json, sys, torch
+from lrformer.engine.config import load_config
+from lrformer.engine.trainer import Trainer
+config = load_config(None, json.loads(sys.argv[1]))
+trainer = Trainer(config, sys.argv[2])
+trainer.model.decode_head.dropout.p = 0.0  # dropout draws differ between process layouts
+trainer.train()
+rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+torch.save(trainer.model.state_dict(), f"{sys.argv[2]}/rank{rank}.pt")
+"""
+
+
+def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
+    root, spec = tiny_data
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    base = [f"data.dataset={spec}", f"data.root={root}", "data.scale=[128,64]", "data.crop_size=[64,64]",
+            "data.workers=0", "train.device=cpu", "train.log_interval=1", "train.val_interval=0",
+            "train.checkpoint_interval=100", "schedule.max_iters=4", "schedule.warmup_iters=1", "optim.lr=1e-3",
+            "model.drop_path_rate=0.0", f"model.overrides={json.dumps(TINY)}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(script), json.dumps(base + ["data.batch_size=4"]), str(one)],
+                   check=True, env=env, timeout=300)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29541",
+                    str(script), json.dumps(base + ["data.batch_size=2"]), str(two)],
+                   check=True, env=env, timeout=300)  # fmt: skip
+
+    def losses(folder):
+        rows = [json.loads(line) for line in (folder / "scalars.jsonl").read_text().splitlines()]
+        return [r["value"] for r in rows if r["tag"] == "train/loss"]
+
+    assert len(losses(one)) == 4
+    np.testing.assert_allclose(losses(two), losses(one), rtol=2e-4)
+    rank0, rank1 = torch.load(two / "rank0.pt"), torch.load(two / "rank1.pt")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # replicas identical
+    single = torch.load(one / "rank0.pt")
+    for key in single:  # Adam turns rounding noise of near-zero gradients into steps of up to lr
+        if single[key].is_floating_point():
+            torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=3e-3)
