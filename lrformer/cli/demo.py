@@ -52,11 +52,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(model, dataset.spec.test, device=args.device)
     palette = np.asarray(dataset.spec.palette, dtype=np.uint8)
     out = Path(args.work_dir) / "overlays"
-    for image_path, _ in dataset.samples[:8]:
+    for index, (image_path, _) in enumerate(dataset.samples[:8]):
         image = read_image(image_path)
-        label = predictor(image_path)
-        truth = dataset.load_label(dataset.samples.index((image_path, _)))
-        panel = np.hstack([image, overlay(image, truth.astype(np.uint8), palette), overlay(image, label, palette)])
+        truth = dataset.load_label(index).astype(np.uint8)
+        panel = np.hstack([image, overlay(image, truth, palette), overlay(image, predictor(image_path), palette)])
         save_image(out / f"{Path(image_path).stem}.png", panel)
     minutes = (time.perf_counter() - began) / 60
     print(

@@ -1,7 +1,8 @@
 """A procedurally drawn segmentation dataset (the offline demo's data).
 
-Scenes of textured shapes on a textured background: discs, boxes, triangles and rings, with
-random colours and textures per instance, so a model has to learn shape, not colour. Generated
+Scenes of textured shapes on a smoothly shaded grey background: discs (striped, reds), boxes
+(checked, greens), triangles (blotched, blues) and rings (dotted, yellows); every instance has its
+own shades, size, position and overlap, so the task is easy to learn yet not trivial. Generated
 deterministically (image ``i`` of a split from seed ``(split, i)``) into the generic layout that
 ``lrformer eval``/``train`` read, with its dataset YAML.
 """
@@ -17,29 +18,49 @@ from ..utils import atomic_path
 
 CLASSES = ("background", "disc", "box", "triangle", "ring")
 PALETTE = ((40, 40, 40), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200))
-VERSION = 1
+VERSION = 3
 
 
-def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random colour texture ``(size, size, 3)`` float32: stripes, checks or blotches."""
+CLASS_HUES = (None, 0, 60, 120, 30)
+"""OpenCV hue (0-180) of each class's colour family; the background is unsaturated."""
+
+
+def _colour(rng: np.random.Generator, kind: int) -> np.ndarray:
+    """A BGR colour of the class's family: its hue ±8, random saturation and value."""
+    if CLASS_HUES[kind] is None:
+        hsv = (rng.integers(0, 180), rng.integers(0, 50), rng.integers(60, 200))
+    else:
+        hsv = ((CLASS_HUES[kind] + rng.integers(-8, 9)) % 180, rng.integers(120, 256), rng.integers(90, 256))
+    pixel = np.array([[hsv]], dtype=np.uint8)
+    return cv2.cvtColor(pixel, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, size: int, kind: int) -> np.ndarray:
+    """A texture ``(size, size, 3)`` float32 of a class: 0 smooth gradient (the background),
+    1 stripes, 2 checks, 3 blotches, 4 dots, in two colours of the class's family."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    base, other = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
-    kind = rng.integers(3)
-    period = rng.uniform(4, 14)
+    base, other = _colour(rng, kind), _colour(rng, kind)
+    period = rng.uniform(8, 16)
     if kind == 0:
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = ((xx * np.cos(angle) + yy * np.sin(angle)) / size + 1) / 2
+        return (base * ramp[:, :, None] + other * (1 - ramp[:, :, None])).astype(np.float32)
+    if kind == 1:
         angle = rng.uniform(0, np.pi)
         mask = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0
-    elif kind == 1:
+    elif kind == 2:
         mask = ((xx // period + yy // period) % 2) > 0
-    else:
+    elif kind == 3:
         noise = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), period / 3)
         mask = noise > np.median(noise)
+    else:
+        mask = (np.hypot(xx % period - period / 2, yy % period - period / 2)) < period / 4
     return np.where(mask[:, :, None], base, other).astype(np.float32)
 
 
 def draw_scene(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """One scene: BGR uint8 image ``(size, size, 3)`` and label map ``(size, size)`` uint8."""
-    image = _texture(rng, size)
+    image = _texture(rng, size, 0)
     label = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(2, 6))):
         cls = int(rng.integers(1, len(CLASSES)))
@@ -58,7 +79,7 @@ def draw_scene(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, n
         else:
             cv2.circle(mask, (cx, cy), r, 1, max(3, r // 3))
         inside = mask.astype(bool)
-        image[inside] = _texture(rng, size)[inside]
+        image[inside] = _texture(rng, size, cls)[inside]
         label[inside] = cls
     image += rng.normal(0, 5, image.shape)
     return image.clip(0, 255).astype(np.uint8), label
