@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_test_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward pass")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding processes")
-    parser.add_argument("--palette", default=None, choices=("ade20k", "cityscapes", "cocostuff", "random"),
-                        help="colours (default: from the class count: 150 ade20k, 19 cityscapes, 171 cocostuff)")  # fmt: skip
+    parser.add_argument("--palette", default=None,
+                        help="ade20k | cityscapes | cocostuff | random | a dataset YAML with a palette "
+                        "(default: from the class count: 150 ade20k, 19 cityscapes, 171 cocostuff, else random)")  # fmt: skip
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay opacity of the label colours")
     parser.add_argument("--no-overlay", action="store_true", help="write the label maps only")
     parser.epilog = EXAMPLE
@@ -82,11 +83,26 @@ def default_palette(num_classes: int) -> str:
     return {150: "ade20k", 19: "cityscapes", 171: "cocostuff"}.get(num_classes, "random")
 
 
+def resolve_palette(name: str, num_classes: int):
+    """A named palette, or the ``palette`` of a dataset YAML."""
+    import numpy as np
+
+    from ..data.palettes import get_palette
+
+    if name.endswith((".yaml", ".yml")):
+        from ..data.datasets import load_spec
+
+        spec = load_spec(name)
+        if not spec.palette:
+            raise ValueError(f"{name} has no palette")
+        return np.asarray(spec.palette, dtype=np.uint8)
+    return get_palette(name, num_classes)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..data.palettes import get_palette
     from ..inference import Predictor, overlay, save_image, save_label_png
     from ..inference.predictor import model_defaults
     from .common import inference_config, load_model
@@ -94,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     items, errors = collect_inputs(args.inputs)
     model = load_model(args)
     predictor = Predictor(model, inference_config(args, model_defaults(model)), device=args.device)
-    palette = get_palette(args.palette or default_palette(predictor.num_classes), predictor.num_classes)
+    palette = resolve_palette(args.palette or default_palette(predictor.num_classes), predictor.num_classes)
     out = Path(args.out)
     loader = torch.utils.data.DataLoader(
         _Images(items, predictor.config), batch_size=args.batch_size, num_workers=args.workers,
