@@ -87,6 +87,10 @@ class LRHead(nn.Module):
         """Attention-matrix entries per image of a fuse block on an ``H×W`` stride-8 map."""
         return self.fuse_block1.attn.attention_elements(height, width)
 
+    def predict(self, features: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Segmentation scores: the stride-8 logits (the predictor resizes them to the input size)."""
+        return self(features)
+
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size."""
         inputs = [features[i] for i in self.in_index]

@@ -43,15 +43,16 @@ class LRFormerSegmentor(nn.Module):
         return elements
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """``(B, 3, H, W)`` normalised images → decode-head output.
+        """``(B, 3, H, W)`` normalised images → segmentation scores.
 
-        For LRFormer-T/S/B/L: logits ``(B, num_classes, ⌈H/8⌉, ⌈W/8⌉)``. Without a decode head: the
-        four backbone features.
+        LRFormer-T/S/B/L: LRHead logits ``(B, num_classes, ⌈H/8⌉, ⌈W/8⌉)``. LRFormer+: semantic
+        class scores at the input size ``(B, num_classes, H, W)``. Without a decode head: the four
+        backbone features.
         """
         features = self.backbone(x)
         if self.decode_head is None:
             return features
-        return self.decode_head(features)
+        return self.decode_head.predict(features, x.shape[-2:])
 
     def extra_repr(self) -> str:
         return f"variant={self.config.get('name')!r}" if self.config.get("name") else ""

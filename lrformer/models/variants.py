@@ -11,6 +11,7 @@ from torch import nn
 
 from .backbone import LRFormer
 from .lr_head import LRHead
+from .mask2former import Mask2FormerHead
 from .segmentor import LRFormerSegmentor
 
 
@@ -39,13 +40,38 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 """Hyper-parameters of the released variants (SPEC §4); drop-path rates of the official ADE20K recipes."""
 
+PLUS_HEAD: dict[str, Any] = dict(
+    feat_channels=256,
+    num_queries=100,
+    pixel_decoder_layers=6,
+    pixel_decoder_heads=8,
+    pixel_decoder_points=4,
+    pixel_decoder_ffn=1024,
+    pixel_decoder_gn_groups=32,
+    transformer_decoder_layers=9,
+    transformer_decoder_heads=8,
+    transformer_decoder_ffn=2048,
+    positional_encoding_num_feats=128,
+)
+"""The Mask2Former head of the LRFormer+ models (SPEC §9)."""
+
+for _name in ("lrformer_t", "lrformer_s", "lrformer_b", "lrformer_l", "lrformer_xl"):
+    VARIANTS[f"{_name}_plus"] = {
+        **{k: v for k, v in VARIANTS[_name].items() if k not in ("head_channels", "test_scale")},
+        **PLUS_HEAD,
+        "test_pipeline": "pad",
+    }
+
 OVERRIDE_KEYS = (
     "embed_dims", "depths", "num_heads", "mlp_ratios", "q_pooled_sizes",
     "head_channels", "head_num_heads", "head_q_pooled_size", "num_classes", "drop_path_rate",
 )  # fmt: skip
 """Hyper-parameters ``create_model`` accepts as keyword overrides."""
 
-FILE_KEYS = ("name", "pretrained") + OVERRIDE_KEYS
+PLUS_OVERRIDE_KEYS = tuple(PLUS_HEAD)
+"""Extra overrides of the LRFormer+ models (the Mask2Former head's sizes)."""
+
+FILE_KEYS = ("name", "pretrained") + OVERRIDE_KEYS + PLUS_OVERRIDE_KEYS
 """Keys a model YAML/JSON file may hold."""
 
 
@@ -64,9 +90,10 @@ def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
     """Resolved hyper-parameters of a variant with ``overrides`` applied (validated)."""
     if name not in VARIANTS:
         raise _unknown_key_error(name, list_models(), "model")
+    valid = OVERRIDE_KEYS + PLUS_OVERRIDE_KEYS if name.endswith("_plus") else OVERRIDE_KEYS
     for key in overrides:
-        if key not in OVERRIDE_KEYS:
-            raise _unknown_key_error(key, OVERRIDE_KEYS, "model argument")
+        if key not in valid:
+            raise _unknown_key_error(key, valid, f"argument for {name}")
     config = {"name": name, "num_classes": 150, **VARIANTS[name]}
     config.update(overrides)
     return config
@@ -83,7 +110,13 @@ def build_model(config: dict[str, Any]) -> LRFormerSegmentor:
         drop_path_rate=config["drop_path_rate"],
     )
     decode_head = None
-    if config.get("head_channels"):
+    if config["name"].endswith("_plus"):
+        decode_head = Mask2FormerHead(
+            in_channels=config["embed_dims"],
+            num_classes=config["num_classes"],
+            **{k: config[k] for k in PLUS_OVERRIDE_KEYS},
+        )
+    elif config.get("head_channels"):
         decode_head = LRHead(
             in_channels=config["embed_dims"][1:],
             channels=config["head_channels"],
@@ -128,11 +161,13 @@ def create_model(
     """Create an LRFormer model.
 
     Args:
-        name: ``lrformer_t|s|b|l`` (segmentor with LRHead), ``lrformer_xl`` (backbone only), or a
-            path to a YAML/JSON file holding these same arguments.
+        name: ``lrformer_t|s|b|l`` (segmentor with LRHead), ``lrformer_xl`` (backbone only),
+            ``lrformer_{t,s,b,l,xl}_plus`` (LRFormer+, Mask2Former head), or a path to a YAML/JSON
+            file holding these same arguments.
         num_classes: classes of the decode head (default 150, ADE20K).
         pretrained: local path or URL of a checkpoint to load (strictly), see :func:`load_checkpoint`.
-        **overrides: any of :data:`OVERRIDE_KEYS`, e.g. ``embed_dims=[16, 32, 80, 64]``.
+        **overrides: any of :data:`OVERRIDE_KEYS` (and :data:`PLUS_OVERRIDE_KEYS` for "+" models),
+            e.g. ``embed_dims=[16, 32, 80, 64]``.
 
     Returns:
         an :class:`LRFormerSegmentor` in eval mode when ``pretrained`` is given, train mode otherwise.
