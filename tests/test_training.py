@@ -171,3 +171,22 @@ def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
     for key in single:  # Adam turns rounding noise of near-zero gradients into steps of up to lr
         if single[key].is_floating_point():
             torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=3e-3)
+
+
+def test_plus_model_trains_with_the_mask2former_objective(tmp_path, tiny_data):
+    plus = {"embed_dims": [16, 32, 64, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 4], "feat_channels": 32,
+            "num_queries": 8, "pixel_decoder_layers": 1, "pixel_decoder_heads": 4, "pixel_decoder_points": 2,
+            "pixel_decoder_ffn": 64, "pixel_decoder_gn_groups": 8, "transformer_decoder_layers": 3,
+            "transformer_decoder_heads": 4, "transformer_decoder_ffn": 64, "positional_encoding_num_feats": 16}  # fmt: skip
+    config = _config(tiny_data)
+    config["model"].update(name="lrformer_t_plus", overrides=plus, drop_path_rate=0.0)
+    config["schedule"]["max_iters"] = 3
+    config["train"]["val_interval"] = 3
+    trainer = Trainer(config, tmp_path)
+    assert trainer.objective.criterion is not None
+    trainer.train()
+    losses = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in losses if r["tag"] == "train/loss"] == [1, 2, 3]
+    assert any(r["tag"] == "val/mIoU" for r in losses)
+    model = lrformer.create_model("lrformer_t_plus", num_classes=5, **plus)
+    assert lrformer.load_checkpoint(model, tmp_path / "iter_3.pth").ok

@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         # mmengine paramwise custom_keys: the first key (longest first, then alphabetical) found
         # in a parameter's name decides its lr_mult / decay_mult
         "custom_keys": {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}},
+        "norm_decay_mult": None,  # decay multiplier of norm-layer parameters no custom key matches
+        "eps": 1.0e-8,
         "clip_grad": 35.0,  # max-norm; null: no clipping
     },
     "schedule": {

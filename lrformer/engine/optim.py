@@ -17,10 +17,22 @@ def custom_key_for(name: str, custom_keys: dict[str, dict[str, float]]) -> str |
     return None
 
 
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
 def param_groups(
-    model: nn.Module, lr: float, weight_decay: float, custom_keys: dict[str, dict[str, float]]
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    custom_keys: dict[str, dict[str, float]],
+    norm_decay_mult: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One optimiser group per distinct (lr_mult, decay_mult), parameters named as in the checkpoint."""
+    """One optimiser group per distinct (lr_mult, decay_mult), parameters named as in the checkpoint.
+
+    As mmengine: a parameter matched by a custom key takes that key's multipliers only; otherwise
+    ``norm_decay_mult`` (when given) applies to the parameters of normalisation layers.
+    """
+    norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -28,6 +40,8 @@ def param_groups(
         key = custom_key_for(name, custom_keys)
         settings = custom_keys.get(key, {}) if key else {}
         lr_mult, decay_mult = settings.get("lr_mult", 1.0), settings.get("decay_mult", 1.0)
+        if key is None and norm_decay_mult is not None and id(param) in norm_params:
+            decay_mult = norm_decay_mult
         group = groups.setdefault(
             (lr_mult, decay_mult),
             {"params": [], "names": [], "lr": lr * lr_mult, "weight_decay": weight_decay * decay_mult,
@@ -40,8 +54,10 @@ def param_groups(
 
 def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.AdamW:
     """AdamW (decoupled weight decay) over the recipe's parameter groups."""
-    groups = param_groups(model, cfg["lr"], cfg["weight_decay"], cfg["custom_keys"])
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+    groups = param_groups(model, cfg["lr"], cfg["weight_decay"], cfg["custom_keys"], cfg["norm_decay_mult"])
+    return torch.optim.AdamW(
+        groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], weight_decay=cfg["weight_decay"]
+    )
 
 
 def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:

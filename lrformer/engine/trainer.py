@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from ..checkpoint import load_checkpoint
@@ -25,6 +24,7 @@ from ..models import create_model
 from . import checkpointing
 from .data import AugmentedDataset, batches
 from .distributed import device_for, init_distributed
+from .losses import TrainingObjective
 from .optim import build_optimizer, build_scheduler
 from .sync_bn import convert_sync_batchnorm
 
@@ -33,13 +33,6 @@ logger = logging.getLogger("lrformer.train")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy of stride-8 logits resized (bilinear) to the labels, averaged over **all**
-    pixels (ignored ones add 0 but count: mmseg's ``avg_non_ignore=False``)."""
-    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none").mean()
 
 
 class Trainer:
@@ -99,12 +92,12 @@ class Trainer:
             raise ValueError(f"train.amp must be null, bf16 or fp16, got {amp!r}")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
-        self.forward_model: torch.nn.Module = self.model
+        self.objective: torch.nn.Module = TrainingObjective(self.model, spec.ignore_index)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         if train_cfg["compile"]:
-            self.forward_model = torch.compile(self.forward_model)
+            self.objective = torch.compile(self.objective)
         self.iteration = 0
         self.best_miou = -1.0
         self.last_checkpoint: Path | None = None
@@ -177,7 +170,7 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss = segmentation_loss(self.forward_model(images), labels, self.ignore_index)
+            loss, _ = self.objective(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg["optim"]["clip_grad"]:

@@ -1,0 +1,270 @@
+"""Mask2Former training criterion: Hungarian matching, semantic targets, loss pieces, a few training steps."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lrformer
+from lrformer.models.mask2former.criterion import (
+    Mask2FormerCriterion,
+    classification_loss,
+    dice_loss,
+    semantic_targets,
+)
+from lrformer.models.mask2former.matcher import hungarian_match, linear_assignment, match_cost
+from lrformer.models.mask2former.point_sample import point_sample, random_points, uncertain_point_coords_with_randomness
+
+
+def _brute_force_min_cost(cost: torch.Tensor) -> float:
+    """Smallest total cost of a one-to-one assignment of ``min(Q, N)`` pairs, by enumeration."""
+    rows, cols = cost.shape
+    if rows >= cols:  # each ground truth gets a distinct query
+        return min(sum(cost[q, g].item() for g, q in enumerate(p)) for p in itertools.permutations(range(rows), cols))
+    return min(sum(cost[q, g].item() for q, g in enumerate(p)) for p in itertools.permutations(range(cols), rows))
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 4), (4, 4), (5, 2), (1, 3)])
+def test_linear_assignment_equals_brute_force(shape):
+    gen = torch.Generator().manual_seed(sum(shape))
+    for _ in range(20):
+        cost = torch.randn(shape, generator=gen)
+        rows, cols = linear_assignment(cost)
+        assert len(rows) == len(cols) == min(shape)
+        assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
+        assert rows.tolist() == sorted(rows.tolist())
+        assert cost[rows, cols].sum().item() == pytest.approx(_brute_force_min_cost(cost), abs=1e-5)
+
+
+def _random_instance(gen: torch.Generator, num_queries: int = 4, num_classes: int = 3):
+    """Random predictions at 8×8 and three ground-truth masks at the 4× larger 32×32."""
+    cls_pred = torch.randn(num_queries, num_classes + 1, generator=gen)
+    mask_pred = 3 * torch.randn(num_queries, 8, 8, generator=gen)
+    gt_masks = torch.rand(3, 32, 32, generator=gen) > 0.5
+    gt_labels = torch.tensor([2, 0, 1])
+    return cls_pred, mask_pred, gt_labels, gt_masks
+
+
+def test_hungarian_match_minimises_the_point_cost():
+    for seed in range(5):
+        cls_pred, mask_pred, gt_labels, gt_masks = _random_instance(torch.Generator().manual_seed(seed))
+        query_idx, gt_idx = hungarian_match(
+            cls_pred, mask_pred, gt_labels, gt_masks, num_points=64, generator=torch.Generator().manual_seed(7)
+        )
+        # the same points: a generator in the same state
+        points = random_points(1, 64, "cpu", torch.Generator().manual_seed(7))
+        pred_points = point_sample(mask_pred.unsqueeze(1), points.expand(4, -1, -1))[:, 0]
+        gt_points = point_sample(gt_masks.unsqueeze(1).float(), points.expand(3, -1, -1))[:, 0]
+        cost = match_cost(cls_pred, pred_points, gt_labels, gt_points)
+        assert query_idx.tolist() == sorted(query_idx.tolist()) and sorted(gt_idx.tolist()) == [0, 1, 2]
+        assert cost[query_idx, gt_idx].sum().item() == pytest.approx(_brute_force_min_cost(cost), abs=1e-5)
+
+
+def test_hungarian_match_recovers_planted_queries():
+    """Queries predicting (at 1/4 resolution) exactly the ground-truth masks and classes are found."""
+    gt_masks = torch.zeros(3, 32, 32, dtype=torch.bool)
+    gt_masks[0, :16], gt_masks[1, 16:, :16], gt_masks[2, 16:, 16:] = True, True, True
+    gt_labels = torch.tensor([1, 2, 0])
+    owner = [3, 0, 5]  # query owning each ground truth
+    mask_pred = torch.full((6, 8, 8), -8.0)
+    cls_pred = torch.zeros(6, 4)
+    cls_pred[:, 3] = 4.0  # "no object"
+    for g, q in enumerate(owner):
+        mask_pred[q] = 16 * F.avg_pool2d(gt_masks[g][None].float(), 4)[0] - 8
+        cls_pred[q, gt_labels[g]] = 6.0
+    query_idx, gt_idx = hungarian_match(cls_pred, mask_pred, gt_labels, gt_masks, 256, generator=torch.Generator())
+    assert dict(zip(gt_idx.tolist(), query_idx.tolist())) == dict(enumerate(owner))
+
+
+def test_hungarian_match_without_ground_truth():
+    query_idx, gt_idx = hungarian_match(torch.randn(4, 3), torch.randn(4, 8, 8), torch.zeros(0, dtype=torch.long),
+                                        torch.zeros(0, 32, 32), num_points=16)  # fmt: skip
+    assert query_idx.numel() == gt_idx.numel() == 0
+
+
+# ----------------------------------------------------------------------------- targets and sampling
+
+
+def test_semantic_targets_hand_made():
+    label = torch.tensor([[0, 0, 3, 3], [0, 255, 3, 3], [2, 2, 2, 2], [2, 2, 2, 2]])
+    gt_labels, gt_masks = semantic_targets(label, num_classes=4)
+    assert gt_labels.tolist() == [0, 2, 3]
+    assert gt_masks.dtype == torch.bool and gt_masks.shape == (3, 4, 4)
+    expected = [
+        [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+        [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]],
+        [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]],
+    ]
+    assert gt_masks.int().tolist() == expected
+    assert gt_masks.sum().item() == 15  # the ignored pixel is in no mask
+
+    empty_labels, empty_masks = semantic_targets(torch.full((4, 4), 255), num_classes=4)
+    assert empty_labels.numel() == 0 and empty_masks.shape == (0, 4, 4)
+    with pytest.raises(ValueError, match="labels must be in"):
+        semantic_targets(torch.tensor([[0, 4]]), num_classes=4)
+
+
+def test_point_sample_reads_pixel_centres():
+    maps = torch.arange(12.0).view(1, 1, 3, 4)
+    ys, xs = torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij")
+    centres = torch.stack([(xs + 0.5) / 4, (ys + 0.5) / 3], -1).view(1, -1, 2)
+    assert torch.allclose(point_sample(maps, centres), maps.view(1, 1, -1), atol=1e-5)
+
+
+def test_uncertain_points_prefer_the_decision_boundary():
+    logits = torch.linspace(-10, 10, 64).view(1, 1, 1, 64).expand(1, 1, 8, 64)  # zero crossing at x = 0.5
+    points = uncertain_point_coords_with_randomness(logits, 40, 3.0, 0.75, torch.Generator().manual_seed(0))
+    assert points.shape == (1, 40, 2) and points.min() >= 0 and points.max() <= 1
+    uncertain_x = points[0, :30, 0]
+    assert (uncertain_x - 0.5).abs().max() < 0.25  # the 30 most uncertain of 120 candidates
+
+
+# ----------------------------------------------------------------------------- loss pieces
+
+
+def test_dice_loss_by_hand():
+    masks = (torch.rand(5, 100, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    assert torch.allclose(dice_loss(100 * (2 * masks - 1), masks), torch.zeros(5), atol=1e-6)
+    # probabilities 0.5 on 4 points, target [1, 0, 0, 0]: 1 - (2·0.5 + 1) / (2 + 1 + 1) = 0.5
+    assert dice_loss(torch.zeros(1, 4), torch.tensor([[1.0, 0, 0, 0]])).item() == pytest.approx(0.5)
+
+
+def _nll(logits: list[float], target: int) -> float:
+    return -math.log(math.exp(logits[target]) / sum(math.exp(v) for v in logits))
+
+
+def test_classification_loss_weights_no_object_by_hand():
+    logits = [[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.5, 1.5, 0.0]]
+    targets = [0, 2, 2]  # classes 0, 1 and "no object" (2)
+    expected = (_nll(logits[0], 0) + 0.1 * _nll(logits[1], 2) + 0.1 * _nll(logits[2], 2)) / (1 + 0.1 + 0.1)
+    loss = classification_loss(torch.tensor(logits), torch.tensor(targets), no_object_weight=0.1)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _one_image_case(masks: str = "right"):
+    """One 32×32 label map (left half class 0, right half class 1), three queries at 8×8."""
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[0, :, 16:] = 1
+    cls_logits = torch.tensor([[[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]]], requires_grad=True)
+    left = torch.zeros(8, 8)
+    left[:, :4] = 1
+    mask_logits = torch.stack([left, 1 - left, torch.zeros(8, 8)]) * 20 - 10
+    if masks == "swapped":
+        mask_logits = mask_logits[[1, 0, 2]]
+    elif masks == "zero":
+        mask_logits = torch.zeros(3, 8, 8)
+    return [cls_logits], [mask_logits[None].requires_grad_()], labels
+
+
+def test_criterion_one_layer_by_hand():
+    criterion = Mask2FormerCriterion(num_classes=2, num_points=200)
+    cls_preds, mask_preds, labels = _one_image_case()
+    losses = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss_cls", "loss_mask", "loss_dice", "loss"}
+    # query 0 ↔ class 0, query 1 ↔ class 1, query 2 "no object" (weight 0.1); loss weight 2
+    logits = cls_preds[0][0].tolist()
+    expected = 2.0 * (_nll(logits[0], 0) + _nll(logits[1], 1) + 0.1 * _nll(logits[2], 2)) / 2.1
+    assert losses["loss_cls"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(sum(losses[k].item() for k in ("loss_cls", "loss_mask", "loss_dice")))
+    losses["loss"].backward()
+    assert mask_preds[0].grad[0, 2].abs().sum() == 0  # unmatched queries get no mask gradient
+
+    # masks swapped: the mask costs (weight 5 + 5) outweigh the class cost, query 0 ↔ class 1
+    swapped = criterion(*_one_image_case("swapped"), generator=torch.Generator().manual_seed(0))
+    expected = 2.0 * (_nll(logits[0], 1) + _nll(logits[1], 0) + 0.1 * _nll(logits[2], 2)) / 2.1
+    assert swapped["loss_cls"].item() == pytest.approx(expected, rel=1e-5)
+
+    # zero mask logits: every point costs log 2 whatever its target, × loss weight 5
+    zero = criterion(*_one_image_case("zero"), generator=torch.Generator().manual_seed(0))
+    assert zero["loss_mask"].item() == pytest.approx(5 * math.log(2), rel=1e-5)
+    assert zero["loss_cls"].item() == pytest.approx(losses["loss_cls"].item())  # matched by class alone
+    assert losses["loss_mask"] < 0.5 * zero["loss_mask"] and losses["loss_dice"] < 0.5 * zero["loss_dice"]
+
+
+def test_criterion_without_ground_truth_and_reproducibility():
+    gen = torch.Generator().manual_seed(0)
+    cls_preds = [torch.randn(2, 5, 4, generator=gen, requires_grad=True) for _ in range(3)]
+    mask_preds = [torch.randn(2, 5, 8, 8, generator=gen, requires_grad=True) for _ in range(3)]
+    labels = torch.full((2, 32, 32), 255)
+    criterion = Mask2FormerCriterion(num_classes=3, num_points=32)
+    losses = criterion(cls_preds, mask_preds, labels)
+    with pytest.raises(ValueError, match="per-layer lists"):
+        criterion(cls_preds[0], mask_preds[0], labels)
+    assert list(losses) == ["loss_cls", "loss_mask", "loss_dice"] + [
+        f"d{i}.{name}" for i in range(2) for name in ("loss_cls", "loss_mask", "loss_dice")
+    ] + ["loss"]  # fmt: skip
+    assert losses["loss_mask"].item() == losses["loss_dice"].item() == 0
+    # every query is "no object": the class weights cancel out to the plain mean cross-entropy
+    no_object = torch.full((10,), 3)
+    assert losses["loss_cls"].item() == pytest.approx(
+        2 * F.cross_entropy(cls_preds[-1].flatten(0, 1), no_object).item()
+    )
+    losses["loss"].backward()
+    assert mask_preds[0].grad is not None and mask_preds[0].grad.abs().sum() == 0
+
+    labels[0, :, :10], labels[1, 5:20] = 1, 2
+    first = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(3))
+    second = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _tiny_plus():
+    return lrformer.create_model(
+        "lrformer_t_plus", num_classes=3, embed_dims=[16, 32, 64, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 4],
+        drop_path_rate=0.0, feat_channels=32, num_queries=8, pixel_decoder_layers=1, pixel_decoder_heads=4,
+        pixel_decoder_points=2, pixel_decoder_ffn=64, pixel_decoder_gn_groups=8, transformer_decoder_layers=3,
+        transformer_decoder_heads=4, transformer_decoder_ffn=64, positional_encoding_num_feats=16,
+    )  # fmt: skip
+
+
+def test_a_few_training_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = _tiny_plus().train()
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[0, :32], labels[0, 40:, 8:56] = 1, 2
+    labels[1, :, 32:], labels[1, 8:24, 8:24], labels[1, 60:] = 2, 1, 255
+    colours = torch.tensor([[-1.0, 0.0, 1.0], [1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
+    images = colours[labels.clamp(max=2)].permute(0, 3, 1, 2) + 0.3 * torch.randn(2, 3, 64, 64)
+    criterion = Mask2FormerCriterion(num_classes=3, num_points=256)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def loss_value() -> dict[str, torch.Tensor]:
+        cls_preds, mask_preds = model.decode_head(model.backbone(images))
+        assert len(cls_preds) == len(mask_preds) == 4 and mask_preds[0].shape == (2, 8, 16, 16)
+        return criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
+
+    initial = loss_value()
+    assert len(initial) == 4 * 3 + 1 and all(torch.isfinite(v) for v in initial.values())
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss_value()["loss"].backward()
+        optimizer.step()
+    with torch.no_grad():
+        final = loss_value()
+    assert final["loss"] < 0.85 * initial["loss"]
+    assert final["loss_cls"] < initial["loss_cls"]
+
+
+def test_mask_count_is_averaged_over_processes(tmp_path):
+    """Under torch.distributed the number of masks is all-reduced (here one gloo process: unchanged)."""
+    import torch.distributed as dist
+
+    cls_preds, mask_preds, labels = _one_image_case()
+    criterion = Mask2FormerCriterion(num_classes=2, num_points=64)
+    local = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        reduced = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
+    finally:
+        dist.destroy_process_group()
+    assert all(torch.equal(local[k], reduced[k]) for k in local)
