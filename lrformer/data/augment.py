@@ -88,7 +88,7 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
         image = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
     if rng.integers(2):
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-        hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + int(rng.integers(-18, 19))) % 180
+        hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + int(rng.integers(-18, 18))) % 180  # numpy randint: [-18, 17]
         image = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
     if mode == 0:
         image = contrast(image)

@@ -45,14 +45,24 @@ def save_best(work_dir: Path, state: dict[str, Any], iteration: int) -> Path:
     return path
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's RNG state: CPU, and its own CUDA device's when it trains on one."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gather_rng_states(device: torch.device) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (a collective: call it on all ranks)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [rng_state(device)]
+    states: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, rng_state(device))
+    return states

@@ -20,6 +20,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not torch.distributed.is_initialized():
             return super().forward(x)
+        dtype, x = x.dtype, x.float()  # statistics in float32, also under autocast
         channels = x.shape[1]
         local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_tensor([x.numel() / channels])])
         with warnings.catch_warnings():  # the differentiable all_reduce is marked deprecated, not replaced
@@ -35,7 +36,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
             unbiased = var.detach() * count / (count - 1).clamp(min=1)
             self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
         x = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
-        return x * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return (x * self.weight[None, :, None, None] + self.bias[None, :, None, None]).to(dtype)
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:

@@ -31,6 +31,10 @@ from .sync_bn import convert_sync_batchnorm
 logger = logging.getLogger("lrformer.train")
 
 
+FP16_NONFINITE_TOLERANCE = 20
+"""Consecutive non-finite fp16 losses (steps the grad scaler skips) tolerated before stopping."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -100,6 +104,8 @@ class Trainer:
             self.objective = torch.compile(self.objective)
         self.iteration = 0
         self.best_miou = -1.0
+        self._rng_states: list | None = None  # every rank's RNG state, gathered when checkpointing
+        self._nonfinite = 0
         self.last_checkpoint: Path | None = None
         if resume:
             self._resume(checkpointing.latest(self.work_dir) if resume is True else Path(resume))
@@ -114,7 +120,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
             "best_miou": self.best_miou,
-            "rng": checkpointing.rng_state(),
+            "rng": self._rng_states if self._rng_states is not None else [checkpointing.rng_state(self.device)],
             "config": self.cfg,
         }
 
@@ -126,15 +132,23 @@ class Trainer:
         load_checkpoint(self.model, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the run that saved it did not use fp16
+            self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best_miou = state["iteration"], state["best_miou"]
-        checkpointing.set_rng_state(state["rng"])
-        if self.dist.rank:
+        if len(state["rng"]) == self.dist.world_size:
+            checkpointing.set_rng_state(state["rng"][self.dist.rank], self.device)
+        else:
+            logger.warning(
+                "the checkpoint holds the RNG states of %d process(es), this run has %d: reseeding, so "
+                "stochastic depth and dropout draws will differ from an uninterrupted run",
+                len(state["rng"]), self.dist.world_size,
+            )  # fmt: skip
             torch.manual_seed(self.cfg["train"]["seed"] + self.dist.rank + self.iteration)
         self.last_checkpoint = path
         logger.info("resumed from %s at iteration %d", path, self.iteration)
 
     def save_checkpoint(self) -> None:
+        self._rng_states = checkpointing.gather_rng_states(self.device)  # collective: on every rank
         if self.dist.is_main:
             path = self.work_dir / f"iter_{self.iteration}.pth"
             checkpointing.save(path, self.state())
@@ -154,7 +168,8 @@ class Trainer:
                 self._scalar(f"val/{key}", value)
             if metrics.mIoU * 100 > self.best_miou:
                 self.best_miou = metrics.mIoU * 100
-                checkpointing.save_best(self.work_dir, self.state(), self.iteration)
+                self._rng_states = None
+            checkpointing.save_best(self.work_dir, self.state(), self.iteration)
         return result
 
     def _scalar(self, tag: str, value: float) -> None:
@@ -210,7 +225,9 @@ class Trainer:
             data_time = time.perf_counter() - tick
             lr = self.optimizer.param_groups[0]["lr"]
             loss = self.train_step(images, labels)
-            if not math.isfinite(loss):
+            self._nonfinite = 0 if math.isfinite(loss) else self._nonfinite + 1
+            # fp16: the grad scaler skips steps with inf/nan gradients; only a streak is divergence
+            if self._nonfinite > (FP16_NONFINITE_TOLERANCE if self.amp_dtype == torch.float16 else 0):
                 raise TrainingDiverged(
                     f"the loss is {loss} at iteration {self.iteration + 1}; stopping. The last good checkpoint is "
                     f"{self.last_checkpoint or '(none written yet)'}. Lower optim.lr, or try train.amp=bf16 / null."

@@ -71,6 +71,9 @@ class Mask2FormerHead(nn.Module):
             nn.Linear(feat_channels, feat_channels), nn.ReLU(inplace=True),
             nn.Linear(feat_channels, feat_channels),
         )  # fmt: skip
+        for param in self.transformer_decoder.parameters():  # mmdet's init (the pixel decoder inits itself)
+            if param.dim() > 1:
+                nn.init.xavier_normal_(param)
 
     def _predict_layer(self, query: torch.Tensor, mask_features: torch.Tensor, mask_size: tuple[int, int]):
         """Class scores, mask logits and the next layer's attention mask (True: masked)."""

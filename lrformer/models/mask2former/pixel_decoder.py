@@ -80,6 +80,22 @@ class MSDeformAttnPixelDecoder(nn.Module):
             ConvGN(feat_channels, feat_channels, 3, gn_groups, bias=False, relu=True) for _ in fpn_levels
         )
         self.mask_feature = nn.Conv2d(feat_channels, out_channels, 1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmdet's initialisation: xavier-uniform input convs, caffe2-xavier FPN convs, N(0, 1)
+        level encoding, xavier-normal encoder matrices, then Deformable DETR's attention init."""
+        for conv in self.input_convs:
+            nn.init.xavier_uniform_(conv.conv.weight)
+            nn.init.zeros_(conv.conv.bias)
+        for conv in [c.conv for c in self.lateral_convs] + [c.conv for c in self.output_convs] + [self.mask_feature]:
+            caffe2_xavier_(conv)
+        nn.init.normal_(self.level_encoding.weight, 0.0, 1.0)
+        for param in self.encoder.parameters():
+            if param.dim() > 1:
+                nn.init.xavier_normal_(param)
+        for layer in self.encoder.layers:
+            layer.self_attn.reset_parameters()
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Four features → mask features ``(B, C, H/4, W/4)`` and memories at strides 32, 16, 8."""
@@ -107,6 +123,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
             up = F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             outs.append(self.output_convs[j](lateral + up))
         return self.mask_feature(outs[-1]), outs[: self.num_encoder_levels]
+
+
+def caffe2_xavier_(conv: nn.Conv2d) -> None:
+    """Caffe2's "xavier" fill: kaiming-uniform with a = 1 (fan in), zero bias."""
+    nn.init.kaiming_uniform_(conv.weight, a=1, mode="fan_in", nonlinearity="leaky_relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 def _reference_points(height: int, width: int, device) -> torch.Tensor:
