@@ -14,6 +14,7 @@ COMMANDS = {
     "convert": "lrformer.cli.convert",
     "train": "lrformer.cli.train",
     "demo": "lrformer.cli.demo",
+    "benchmark": "lrformer.cli.benchmark",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 

@@ -1,0 +1,65 @@
+"""Timing one forward pass: warm-up, then median / p90 latency, throughput and peak memory."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def benchmark(
+    model: nn.Module,
+    size: tuple[int, int],
+    batch: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
+    warmup: int = 3,
+    iters: int = 10,
+) -> dict[str, Any]:
+    """Latency of ``model`` on a random ``(batch, 3, H, W)`` input under ``torch.inference_mode``.
+
+    Returns ``height``, ``width``, ``batch``, ``median_ms``, ``p90_ms``, ``images_per_s`` and
+    ``peak_mb`` (CUDA: max allocated; CPU: the process's peak RSS, which only grows).
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    runner = torch.compile(model) if compile else model
+    x = torch.randn(batch, 3, *size, device=device)
+    dtype = PRECISIONS[precision]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for i in range(warmup + iters):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            runner(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    times.sort()
+    median = statistics.median(times)
+    return {
+        "height": size[0],
+        "width": size[1],
+        "batch": batch,
+        "median_ms": median * 1e3,
+        "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))] * 1e3,
+        "images_per_s": batch / median,
+        "peak_mb": _peak_mb(device),
+    }
