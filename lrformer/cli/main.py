@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "lrformer.cli.train",
     "demo": "lrformer.cli.demo",
     "benchmark": "lrformer.cli.benchmark",
+    "export": "lrformer.cli.export",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 
