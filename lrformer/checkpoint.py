@@ -109,20 +109,25 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.T
 
 
 def _adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> dict[str, torch.Tensor]:
-    """Map backbone-only files onto segmentors and segmentor files onto bare backbones."""
+    """Map backbone-only files onto segmentors, and segmentor or ImageNet files onto bare backbones.
+
+    The keys left out (a segmentor file's decode head, an ImageNet classifier) go to ``report.ignored``.
+    """
     has_backbone_prefix = any(k.startswith("backbone.") for k in state)
     model_is_segmentor = hasattr(model, "backbone")
-    if model_is_segmentor and not has_backbone_prefix:
-        report.ignored = [k for k in state if k.startswith(CLASSIFIER_PREFIXES)]
-        if report.ignored:
-            logger.info("ignoring the classifier keys of a backbone-only checkpoint: %s", report.ignored)
-        own = {k for k in model.state_dict() if not k.startswith("backbone.")}
-        logger.info("backbone-only checkpoint: %d decode-head tensors keep their initialisation", len(own))
-        return {f"backbone.{k}": v for k, v in state.items() if k not in report.ignored}
-    if not model_is_segmentor and has_backbone_prefix:
+    if has_backbone_prefix:
+        if model_is_segmentor:
+            return state
         report.ignored = [k for k in state if not k.startswith("backbone.")]
         return {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    return state
+    report.ignored = [k for k in state if k.startswith(CLASSIFIER_PREFIXES)]
+    if report.ignored:
+        logger.info("ignoring the classifier keys of a backbone-only checkpoint: %s", report.ignored)
+    state = {k: v for k, v in state.items() if k not in report.ignored}
+    if not model_is_segmentor:
+        return state
+    logger.info("backbone-only checkpoint: the decode head keeps its initialisation")
+    return {f"backbone.{k}": v for k, v in state.items()}
 
 
 def _shape(t: torch.Tensor) -> tuple:

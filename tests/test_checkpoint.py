@@ -124,3 +124,13 @@ def test_numpy_metadata_in_mmengine_style_checkpoints_is_accepted(tmp_path, tiny
     )
     model = _fresh(tiny_cases)
     assert lrformer.load_checkpoint(model, path).ok
+
+
+def test_imagenet_file_into_a_bare_backbone_ignores_the_classifier(tmp_path, tiny_cases, released_state):
+    backbone = {k[len("backbone.") :]: v for k, v in released_state.items() if k.startswith("backbone.")}
+    path = tmp_path / "in1k.pth"
+    torch.save({"model": {**backbone, "head.weight": torch.zeros(1000, 64), "head.bias": torch.zeros(1000)}}, path)
+    model = _fresh(tiny_cases)
+    report = lrformer.load_checkpoint(model.backbone, path)
+    assert report.ok and sorted(report.ignored) == ["head.bias", "head.weight"]
+    _assert_same_weights(model.backbone, backbone)

@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
         "num_classes": None,  # default: the dataset's class count
         "drop_path_rate": 0.1,
         "pretrained": None,  # a full checkpoint to start from (fine-tuning)
-        "backbone_checkpoint": None,  # ImageNet backbone weights (training from scratch: the recipe)
+        "backbone_checkpoint": None,  # backbone weights: ImageNet (the recipe), or a segmentation checkpoint's
         "overrides": {},  # other create_model arguments (embed_dims, depths, ...)
     },
     "data": {

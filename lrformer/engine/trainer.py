@@ -84,8 +84,8 @@ class Trainer:
             model_cfg["name"], num_classes=model_cfg["num_classes"] or len(spec.classes),
             pretrained=model_cfg["pretrained"], drop_path_rate=model_cfg["drop_path_rate"], **model_cfg["overrides"],
         ).train()  # fmt: skip
-        if model_cfg["backbone_checkpoint"]:
-            load_checkpoint(self.model, model_cfg["backbone_checkpoint"])
+        if model_cfg["backbone_checkpoint"]:  # ImageNet weights, or the backbone of a segmentation checkpoint
+            load_checkpoint(self.model.backbone, model_cfg["backbone_checkpoint"])
         self.model.to(self.device)
         if self.dist.enabled:
             self.model = convert_sync_batchnorm(self.model, self.device)
