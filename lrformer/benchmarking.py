@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from typing import Any
@@ -10,13 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .utils import peak_memory_mb
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
 def benchmark(
@@ -61,5 +56,5 @@ def benchmark(
         "median_ms": median * 1e3,
         "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))] * 1e3,
         "images_per_s": batch / median,
-        "peak_mb": _peak_mb(device),
+        "peak_mb": peak_memory_mb(device),
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,8 @@ def _download(url: str) -> Path:
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     target = CACHE_DIR / f"{digest}_{Path(url.split('?')[0]).name}"
     if not target.exists():
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".part")
-        os.close(fd)
-        try:
-            torch.hub.download_url_to_file(url, tmp, progress=True)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(target) as tmp:
+            torch.hub.download_url_to_file(url, str(tmp), progress=True)
     return target
 
 

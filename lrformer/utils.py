@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def did_you_mean(key: str, valid: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
+    """`` Did you mean 'x'?`` for the closest valid name, or ``""``."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=cutoff)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory of this process on ``device``: CUDA max allocated, or CPU peak RSS."""
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 @contextlib.contextmanager

@@ -127,7 +127,7 @@ def test_unknown_config_key_names_the_closest(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("optim:\n  weight_decy: 0.1\n")
     assert main(["train", str(config)]) == 2
-    assert "unknown config key 'optim.weight_decy'; did you mean 'optim.weight_decay'?" in capsys.readouterr().err
+    assert "unknown config key 'optim.weight_decy'. Did you mean 'optim.weight_decay'?" in capsys.readouterr().err
 
 
 SCRIPT = """

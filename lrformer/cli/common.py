@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from ..inference import MMSEG_TTA_RATIOS, InferenceConfig
 
@@ -55,7 +56,7 @@ def inference_config(args: argparse.Namespace, base: InferenceConfig) -> Inferen
         changes["flip"] = not args.no_flip
     elif args.tta_ratios:
         raise ValueError("--tta-ratios needs --tta")
-    return InferenceConfig(**{**base.__dict__, **changes})
+    return replace(base, **changes)
 
 
 def load_model(args: argparse.Namespace):

@@ -79,12 +79,12 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
         )
     import yaml
 
-    from ..models.variants import _unknown_key_error
+    from ..models.variants import unknown_key_error
 
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     for key in data:
         if key not in YAML_KEYS:
-            raise _unknown_key_error(key, YAML_KEYS, f"key in {path}:")
+            raise unknown_key_error(key, YAML_KEYS, f"key in {path}:")
     missing = [k for k in ("img_dir", "ann_dir", "classes") if k not in data]
     if missing:
         raise ValueError(f"{path}: missing required key(s) {missing}")

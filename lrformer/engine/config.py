@@ -7,11 +7,12 @@ valid one. Values default to the official ADE20K recipe for LRFormer-T (SPEC §1
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..utils import did_you_mean
 
 DEFAULTS: dict[str, Any] = {
     "model": {
@@ -82,9 +83,7 @@ VALID_KEYS = _flat_keys(DEFAULTS)
 
 
 def unknown_key(key: str) -> KeyError:
-    close = difflib.get_close_matches(key, VALID_KEYS, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return KeyError(f"unknown config key {key!r}{hint}")
+    return KeyError(f"unknown config key {key!r}.{did_you_mean(key, VALID_KEYS, cutoff=0.5)}")
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:

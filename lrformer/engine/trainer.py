@@ -6,9 +6,9 @@ import datetime
 import json
 import logging
 import math
-import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,8 +19,8 @@ from ..checkpoint import load_checkpoint
 from ..data.augment import AugmentConfig
 from ..data.datasets import SegmentationDataset, load_spec
 from ..evaluation import evaluate
-from ..inference.predictor import InferenceConfig
 from ..models import create_model
+from ..utils import peak_memory_mb
 from . import checkpointing
 from .data import AugmentedDataset, batches
 from .distributed import device_for, init_distributed
@@ -71,13 +71,12 @@ class Trainer:
         )
         if self.val_set is not None and train_cfg["val_max_images"]:
             self.val_set.samples = self.val_set.samples[: train_cfg["val_max_images"]]
-        self.test_config = InferenceConfig(**{**spec.test.__dict__, **_tuples(config["test"])})
+        self.test_config = replace(spec.test, **_tuples(config["test"]))
         self.augment = AugmentConfig(
             scale=tuple(data_cfg["scale"]), ratio_range=tuple(data_cfg["ratio_range"]),
             crop_size=tuple(data_cfg["crop_size"]), cat_max_ratio=data_cfg["cat_max_ratio"],
             flip_prob=data_cfg["flip_prob"], photometric=data_cfg["photometric"], ignore_index=spec.ignore_index,
         )  # fmt: skip
-        self.ignore_index = spec.ignore_index
 
         model_cfg = config["model"]
         self.model = create_model(
@@ -258,10 +257,7 @@ class Trainer:
         data_time = sum(w[1] for w in window) / len(window)
         step_time = sum(w[2] for w in window) / len(window)
         remaining = (self.cfg["schedule"]["max_iters"] - self.iteration) * step_time
-        if self.device.type == "cuda":
-            memory = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        memory = peak_memory_mb(self.device)
         bar.write(
             f"iter {self.iteration}/{self.cfg['schedule']['max_iters']}  lr {lr:.3e}  loss {loss:.4f}  "
             f"data {data_time:.3f}s  step {step_time:.3f}s  eta {datetime.timedelta(seconds=int(remaining))}  "

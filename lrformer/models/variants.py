@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ..utils import did_you_mean
 from .backbone import LRFormer
 from .lr_head import LRHead
 from .mask2former import Mask2FormerHead
@@ -80,20 +80,19 @@ def list_models() -> list[str]:
     return sorted(VARIANTS)
 
 
-def _unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) -> ValueError:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown {where} {key!r}.{hint} Valid: {', '.join(valid)}.")
+def unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) -> ValueError:
+    """``unknown <where> 'key'. Did you mean ...? Valid: ...``"""
+    return ValueError(f"unknown {where} {key!r}.{did_you_mean(key, valid)} Valid: {', '.join(valid)}.")
 
 
 def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
     """Resolved hyper-parameters of a variant with ``overrides`` applied (validated)."""
     if name not in VARIANTS:
-        raise _unknown_key_error(name, list_models(), "model")
+        raise unknown_key_error(name, list_models(), "model")
     valid = OVERRIDE_KEYS + PLUS_OVERRIDE_KEYS if name.endswith("_plus") else OVERRIDE_KEYS
     for key in overrides:
         if key not in valid:
-            raise _unknown_key_error(key, valid, f"argument for {name}")
+            raise unknown_key_error(key, valid, f"argument for {name}")
     config = {"name": name, "num_classes": 150, **VARIANTS[name]}
     config.update(overrides)
     return config
@@ -143,7 +142,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         )
     for key in data:
         if key not in FILE_KEYS:
-            raise _unknown_key_error(key, FILE_KEYS, f"key in {path}:")
+            raise unknown_key_error(key, FILE_KEYS, f"key in {path}:")
     data = dict(data)
     data.setdefault("name", "lrformer_t")
     pretrained = data.get("pretrained")
