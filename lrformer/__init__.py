@@ -3,11 +3,11 @@
 from .checkpoint import CheckpointMismatchError, load_checkpoint
 from .flops import FlopCount, count_flops
 from .inference import InferenceConfig, Predictor
-from .models import LRFormer, LRFormerSegmentor, create_model, list_models
+from .models import LRFormer, LRFormerSegmentor, create_model, list_models, reparameterize_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointMismatchError", "FlopCount", "InferenceConfig", "LRFormer", "LRFormerSegmentor", "Predictor",
-    "count_flops", "create_model", "list_models", "load_checkpoint", "__version__",
+    "count_flops", "create_model", "list_models", "load_checkpoint", "reparameterize_model", "__version__",
 ]  # fmt: skip

@@ -8,9 +8,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .block import LRBlock
-from .layers import LayerNorm2d, depthwise_conv3x3
+from .layers import LayerNorm2d, ResidualDepthwiseConv
 from .lrsa import LRSA
 
 MIN_INPUT_SIZE = 32
@@ -51,6 +52,13 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv1(x))
+
+    def reparameterize(self) -> None:
+        """Fold the three BatchNorms into the convs before them (inference only)."""
+        for i, layer in enumerate(self.conv1):
+            if isinstance(layer, nn.BatchNorm2d):
+                self.conv1[i - 1] = fuse_conv_bn_eval(self.conv1[i - 1], layer)
+                self.conv1[i] = nn.Identity()
 
 
 class PatchEmbed(nn.Module):
@@ -123,7 +131,7 @@ class LRFormer(nn.Module):
                 for i in range(depths[s])
             )
             setattr(self, f"block{s + 1}", blocks)
-            setattr(self, f"d_convs{s + 1}", nn.ModuleList(depthwise_conv3x3(dim) for _ in range(4)))
+            setattr(self, f"d_convs{s + 1}", nn.ModuleList(ResidualDepthwiseConv(dim) for _ in range(4)))
             in_dim = dim
         self.apply(init_weights)
 
@@ -152,6 +160,7 @@ class LRFormer(nn.Module):
         multiples of 32.
         """
         check_input(x)
+        x = x.contiguous(memory_format=torch.channels_last)
         features = []
         for s in range(1, 5):
             x = getattr(self, f"patch_embed{s}")(x)

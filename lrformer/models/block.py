@@ -7,8 +7,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .layers import DropPath, depthwise_conv3x3
+from .layers import DropPath, ResidualDepthwiseConv, add_residual
 from .lrsa import LRSA
+from .reparameterize import batch_norm_affine, fold_input_affine, scale_output_channels
 
 
 class IRB(nn.Module):
@@ -21,13 +22,13 @@ class IRB(nn.Module):
         super().__init__()
         self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
         self.act = nn.GELU()
-        self.conv = depthwise_conv3x3(hidden_dim)
+        self.conv = ResidualDepthwiseConv(hidden_dim)
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.act(self.fc1(x)))
-        x = self.drop(x + self.conv(x))
+        x = self.drop(self.conv(x))  # h + conv(h)
         return self.drop(self.fc2(x))
 
 
@@ -63,7 +64,7 @@ class LRBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.pre_norm = nn.BatchNorm2d(dim) if pre_norm else None
-        self.cpe = depthwise_conv3x3(dim)
+        self.cpe = ResidualDepthwiseConv(dim)
         self.norm1 = norm_layer(dim)
         self.attn = attn
         self.norm2 = norm_layer(dim)
@@ -75,6 +76,17 @@ class LRBlock(nn.Module):
         else:
             self.layer_scale_1 = self.layer_scale_2 = None
 
+    def reparameterize(self) -> None:
+        """Fold the layer scales into ``attn.proj`` / ``mlp.fc2`` and a BatchNorm ``norm2`` into
+        ``mlp.fc1`` (inference only)."""
+        if self.layer_scale_1 is not None:
+            scale_output_channels(self.attn.proj, self.layer_scale_1)
+            scale_output_channels(self.mlp.fc2, self.layer_scale_2)
+            self.layer_scale_1 = self.layer_scale_2 = None
+        if isinstance(self.norm2, nn.BatchNorm2d):
+            fold_input_affine(self.mlp.fc1, *batch_norm_affine(self.norm2))
+            self.norm2 = nn.Identity()
+
     @staticmethod
     def _scale(x: torch.Tensor, layer_scale: torch.Tensor | None) -> torch.Tensor:
         return x if layer_scale is None else x * layer_scale.view(-1, 1, 1)
@@ -83,7 +95,6 @@ class LRBlock(nn.Module):
         """``(B, C, H, W)`` → ``(B, C, H, W)``; ``d_convs`` are the stage's shared pyramid convs."""
         if self.pre_norm is not None:
             x = self.pre_norm(x)
-        x = x + self.cpe(x)
-        x = x + self.drop_path(self._scale(self.attn(self.norm1(x), d_convs), self.layer_scale_1))
-        x = x + self.drop_path(self._scale(self.mlp(self.norm2(x)), self.layer_scale_2))
-        return x
+        x = self.cpe(x)  # x + cpe(x), the identity folded into the kernel
+        x = add_residual(x, self.drop_path(self._scale(self.attn(self.norm1(x), d_convs), self.layer_scale_1)))
+        return add_residual(x, self.drop_path(self._scale(self.mlp(self.norm2(x)), self.layer_scale_2)))

@@ -26,6 +26,22 @@ def pyramid_sizes(q_pooled_size: int, ratios: tuple[int, ...] = (11, 8, 6, 4)) -
     return [round(t * q_pooled_size / 16 + 0.001) for t in ratios]
 
 
+def add_residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """``x + update``, written into ``x`` when autograd is off (inference: one map fewer, one pass
+    less). ``x`` must be a temporary the caller owns."""
+    return x + update if torch.is_grad_enabled() else x.add_(update)
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` map → ``(B, H·W, C)`` tokens in row-major order (a view for channels-last maps)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B, H·W, C)`` tokens → ``(B, C, H, W)`` map; a channels-last view for contiguous tokens."""
+    return tokens.unflatten(1, (height, width)).permute(0, 3, 1, 2)
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map (parameters named like ``nn.LayerNorm``)."""
 
@@ -53,9 +69,23 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
-def depthwise_conv3x3(channels: int) -> nn.Conv2d:
-    """3×3 depth-wise convolution with bias, padding 1 (``cpe``, ``mlp.conv``, ``d_convs``)."""
-    return nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+class ResidualDepthwiseConv(nn.Conv2d):
+    """``x + D(x)`` for a 3×3 depth-wise conv ``D`` with bias and padding 1 (``cpe``, ``mlp.conv``, ``d_convs``).
+
+    The identity is folded into the centre tap of the kernel, so the residual costs no extra pass
+    over the map: ``x + D(x) = conv(x, w + δ)``, exact in forward and backward (the gradient of
+    ``w`` is unchanged). Parameters are those of the plain ``nn.Conv2d`` (``weight``, ``bias``).
+    ``(B, C, H, W)`` → ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, 3, padding=1, groups=channels)
+        identity = torch.zeros(channels, 1, 3, 3)
+        identity[:, 0, 1, 1] = 1.0
+        self.register_buffer("identity", identity, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight + self.identity, self.bias)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backbone import init_weights
 from .block import LRBlock
@@ -13,8 +15,15 @@ from .layers import resize
 from .lrsa import HeadLRSA
 
 
-class ConvBNReLU(nn.Module):
-    """``conv`` (1×1, no bias) → ``bn`` → ReLU, as mmcv's ``ConvModule`` (parameter names kept)."""
+class ConcatConvBNReLU(nn.Module):
+    """mmcv's ``ConvModule`` (1×1 ``conv`` without bias → ``bn`` → ReLU; parameter names kept) applied
+    to the channel concatenation of maps bilinearly resized to one size.
+
+    ``forward(maps, size)``: maps ``(B, C_i, H_i, W_i)`` → ``(B, out_channels, *size)``.
+    After :meth:`reparameterize` (inference only) BN is folded into the conv, and the conv is
+    applied to each map at its own resolution before the resize: ``W · cat(resize(m_i)) =
+    Σ resize(W_i · m_i)``, as conv and bilinear resize are both linear and per-pixel/per-channel.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -22,8 +31,19 @@ class ConvBNReLU(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.bn(self.conv(x)))
+    def forward(self, maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        if self.bn is not None:
+            return self.activate(self.bn(self.conv(torch.cat([resize(m, size) for m in maps], dim=1))))
+        weights = self.conv.weight.split([m.shape[1] for m in maps], dim=1)
+        x = F.conv2d(maps[0], weights[0], self.conv.bias)
+        for m, weight in zip(maps[1:], weights[1:]):
+            x = x + resize(F.conv2d(m, weight), size)
+        return self.activate(x)
+
+    def reparameterize(self) -> None:
+        """Fold ``bn`` into ``conv`` (eval statistics); see the class docstring."""
+        self.conv = fuse_conv_bn_eval(self.conv, self.bn)
+        self.bn = None
 
 
 class LRHead(nn.Module):
@@ -63,14 +83,19 @@ class LRHead(nn.Module):
         if len(in_channels) != 3:
             raise ValueError(f"LRHead takes the stride-8/16/32 features: 3 in_channels, got {in_channels}")
         self.num_classes = num_classes
-        self.squeeze1 = ConvBNReLU(sum(in_channels), channels)
+        self.squeeze1 = ConcatConvBNReLU(sum(in_channels), channels)
         self.fuse_block1 = self._fuse_block(channels, num_heads, q_pooled_size, mlp_ratio, layer_scale_init)
-        self.squeeze2 = ConvBNReLU(channels + in_channels[-1], channels)
+        self.squeeze2 = ConcatConvBNReLU(channels + in_channels[-1], channels)
         self.fuse_block2 = self._fuse_block(channels, num_heads, q_pooled_size, mlp_ratio, layer_scale_init)
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        self.project_before_resize = False
         self.apply(init_weights)
         nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
+
+    def reparameterize(self) -> None:
+        """Inference only: let the squeezes project the stride-16/32 features before resizing them."""
+        self.project_before_resize = True
 
     @staticmethod
     def _fuse_block(dim: int, heads: int, q_size: int, mlp_ratio: float, ls_init: float) -> LRBlock:
@@ -95,7 +120,8 @@ class LRHead(nn.Module):
         """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size."""
         inputs = [features[i] for i in self.in_index]
         size = inputs[0].shape[-2:]
-        inputs = [resize(x, size) for x in inputs]
-        x = self.fuse_block1(self.squeeze1(torch.cat(inputs, dim=1)))
-        x = self.fuse_block2(self.squeeze2(torch.cat([x, inputs[-1]], dim=1)))
+        if not self.project_before_resize:
+            inputs = [resize(x, size) for x in inputs]
+        x = self.fuse_block1(self.squeeze1(inputs, size))
+        x = self.fuse_block2(self.squeeze2([x, inputs[-1]], size))
         return self.conv_seg(self.dropout(x))

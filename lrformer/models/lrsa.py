@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import pooled_size, pyramid_sizes, resize
+from .layers import pooled_size, pyramid_sizes, resize, to_map, to_tokens
 
 
 class LRSA(nn.Module):
@@ -58,21 +58,21 @@ class LRSA(nn.Module):
 
     def project_query(self, pooled: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` pooled map → query tokens ``(B, h·w, C)``."""
-        return self.q(pooled.flatten(2).transpose(1, 2))
+        return self.q(to_tokens(pooled))
 
     def pool_pyramid(self, x: torch.Tensor, d_convs: nn.ModuleList | None) -> torch.Tensor:
         """Pooled key/value pyramid of ``x`` ``(B, C, H, W)`` → tokens ``(B, ΣP_j, C)``.
 
-        Each pooled map is refined by its depth-wise conv, ``P + D(P)``, when ``d_convs`` is given.
+        Each pooled map is refined by its residual depth-wise conv, ``P + D(P)``, when ``d_convs`` is given.
         """
         height, width = x.shape[-2:]
         pools = []
         for j, target in enumerate(self.kv_pooled_sizes):
             pooled = F.adaptive_avg_pool2d(x, pooled_size(height, width, target))
             if d_convs is not None:
-                pooled = pooled + d_convs[j](pooled)
-            pools.append(pooled.flatten(2))
-        return torch.cat(pools, dim=2).transpose(1, 2)
+                pooled = d_convs[j](pooled)
+            pools.append(to_tokens(pooled))
+        return torch.cat(pools, dim=1)
 
     def forward(self, x: torch.Tensor, d_convs: nn.ModuleList | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` → ``(B, C, H, W)``.
@@ -93,8 +93,7 @@ class LRSA(nn.Module):
             query, key_value[0], key_value[1], dropout_p=self.attn_drop if self.training else 0.0
         )
         out = self.proj(out.transpose(1, 2).reshape(batch, -1, channels))
-        out = out.transpose(1, 2).reshape(batch, channels, q_height, q_width)
-        return resize(out, (height, width))
+        return resize(to_map(out, q_height, q_width), (height, width))
 
     def attention_elements(self, height: int, width: int) -> int:
         """Entries of the attention matrix for one ``H×W`` input: ``heads · N_q · N_kv``."""
@@ -119,4 +118,4 @@ class HeadLRSA(LRSA):
         return nn.Linear(dim, 2 * dim, bias=bias)
 
     def project_query(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.q(pooled).flatten(2).transpose(1, 2)
+        return to_tokens(self.q(pooled))
