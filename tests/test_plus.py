@@ -61,6 +61,15 @@ def test_tiny_plus_parity(cases_file, tiny_plus):
                 assert (seg - case["seg_logits"]).abs().max().item() < 1e-4
 
 
+def test_tiny_plus_fast_path(tiny_plus):
+    case = next(
+        c for c in torch.load(DATA / "tiny_plus_cases.pt", weights_only=True)["cases"] if c["seg_logits"] is not None
+    )
+    fast = lrformer.reparameterize_model(tiny_plus)
+    with torch.no_grad():
+        assert (fast(case["input"].float()) - case["seg_logits"]).abs().max().item() < 1e-4
+
+
 @pytest.mark.parametrize("name", sorted(PLUS_PARAMS))
 def test_plus_layout_and_parameter_count(name):
     with torch.device("meta"):

@@ -8,6 +8,8 @@ HELP = "measure latency (median, p90), images/s and peak memory over one or many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .common import add_fast_argument
+
     parser.add_argument("--model", required=True, help="variant name or model YAML/JSON")
     parser.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
                         help="input size; repeat for several (default 512 512)")  # fmt: skip
@@ -15,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    add_fast_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed passes per size")
     parser.add_argument("--iters", type=int, default=10, help="timed passes per size")
@@ -28,13 +31,15 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .. import create_model
+    from .. import create_model, reparameterize_model
     from ..benchmarking import benchmark
     from ..utils import atomic_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = create_model(args.model).eval()
+    if not args.no_fast:
+        model = reparameterize_model(model, inplace=True)
     sizes = [tuple(s) for s in (args.size or [[512, 512]])]
     rows = []
     print(f"{'size':>11} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8} {'peak MB':>8}")

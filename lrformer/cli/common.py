@@ -15,6 +15,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-classes", type=int, default=None, help="classes of the model (default: the model file's, or 150)"
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    add_fast_argument(parser)
+
+
+def add_fast_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="run the model as loaded instead of the inference fast path (lrformer.reparameterize_model)",
+    )
 
 
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,10 +69,11 @@ def inference_config(args: argparse.Namespace, base: InferenceConfig) -> Inferen
 
 
 def load_model(args: argparse.Namespace):
-    """The model named by ``--model`` with ``--weights`` loaded (strictly), in eval mode."""
-    from .. import create_model
+    """The model named by ``--model`` with ``--weights`` loaded (strictly), in eval mode, reparameterized
+    for inference unless ``--no-fast``."""
+    from .. import create_model, reparameterize_model
 
     model = create_model(args.model, num_classes=args.num_classes, pretrained=args.weights)
     if not args.weights and not getattr(model, "config", {}).get("pretrained"):
         print("warning: no --weights given: the model has random weights", flush=True)
-    return model.eval()
+    return model.eval() if args.no_fast else reparameterize_model(model, inplace=True)

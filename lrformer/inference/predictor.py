@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..models.layers import resize
+from ..models.reparameterize import reparameterize_model
 from .image_io import ImageInput, to_bgr
 from .sliding import long_side_windows, slide
 from .transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
@@ -134,7 +135,10 @@ class Predictor:
         labels = predictor.predict(["a.jpg", "b.png"], batch_size=4)
 
     Inputs are paths (decoded by OpenCV, ``IMREAD_COLOR``), PIL images or RGB ``(H, W[, 3|4])``
-    arrays. ``config`` fields may also be given as keyword arguments.
+    arrays. ``config`` fields may also be given as keyword arguments. With ``fast`` (default) the
+    predictor runs a reparameterized copy of ``model`` (:func:`lrformer.reparameterize_model`; same
+    outputs, faster, less memory); ``model`` itself is not modified. Pass a model reparameterized
+    in place to avoid holding two copies of the weights.
     """
 
     def __init__(
@@ -142,13 +146,14 @@ class Predictor:
         model: nn.Module,
         config: InferenceConfig | None = None,
         device: str | torch.device | None = None,
+        fast: bool = True,
         **settings,
     ) -> None:
         if config is None:
             config = model_defaults(model)
         self.config = replace(config, **settings) if settings else config
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = model.to(self.device).eval()
+        self.model = (reparameterize_model(model) if fast else model.eval()).to(self.device)
         self.num_classes = getattr(model, "num_classes", None)
         if not self.num_classes:
             raise ValueError("the model has no decode head: create a segmentation model (e.g. lrformer_t)")

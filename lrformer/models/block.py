@@ -15,8 +15,14 @@ from .reparameterize import batch_norm_affine, fold_input_affine, scale_output_c
 class IRB(nn.Module):
     """Inverted residual MLP: ``fc1`` (1×1, C→rC) → GELU → ``h + conv(h)`` (3×3 depth-wise) → ``fc2`` (1×1, rC→C).
 
-    Works on ``(B, C, H, W)`` maps. No activation after the depth-wise conv.
+    Works on ``(B, C, H, W)`` maps. No activation after the depth-wise conv. After
+    :meth:`reparameterize`, a hidden map larger than ``max_band_elements`` is computed in bands of
+    rows at inference (eval mode, autograd off), each with a one-row halo for the 3×3 conv, so the
+    ``rC``-channel map never exists whole: same result, bounded memory at high resolution.
     """
+
+    BAND_ELEMENTS = 1 << 24
+    """``max_band_elements`` of the fast path: hidden activations built at once, 64 MB in float32."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -25,11 +31,37 @@ class IRB(nn.Module):
         self.conv = ResidualDepthwiseConv(hidden_dim)
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
         self.drop = nn.Dropout(drop)
+        self.max_band_elements: int | None = None
+
+    def reparameterize(self) -> None:
+        """Inference fast path: compute large hidden maps in bands of rows."""
+        self.max_band_elements = self.BAND_ELEMENTS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.fc1(x)))
-        x = self.drop(self.conv(x))  # h + conv(h)
-        return self.drop(self.fc2(x))
+        batch, _, height, width = x.shape
+        hidden_elements = batch * self.fc1.out_channels * height * width
+        limit = self.max_band_elements
+        if limit is None or self.training or torch.is_grad_enabled() or hidden_elements <= limit:
+            x = self.drop(self.act(self.fc1(x)))
+            x = self.drop(self.conv(x))  # h + conv(h)
+            return self.drop(self.fc2(x))
+        return self._forward_in_bands(x)
+
+    def _forward_in_bands(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        rows = max(1, self.max_band_elements // (batch * self.fc1.out_channels * width))
+        out = torch.empty(
+            (batch, self.fc2.out_channels, height, width),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=torch.channels_last,
+        )
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            first, last = max(top - 1, 0), min(bottom + 1, height)  # with the halo rows
+            hidden = self.conv(self.act(self.fc1(x[:, :, first:last])))
+            out[:, :, top:bottom] = self.fc2(hidden[:, :, top - first : bottom - first])
+        return out
 
 
 class LRBlock(nn.Module):

@@ -10,7 +10,11 @@ to float rounding (tested: max abs logit difference ≤ 1e-4 in float32). Module
   stride-16/32 features are projected at 1/4 and 1/16 of the pixels and no concatenated
   high-resolution map is built;
 - ``LRBlock``: layer scales folded into ``attn.proj`` and ``mlp.fc2``; a BatchNorm ``norm2``
-  (LRHead) folded into ``mlp.fc1``.
+  (LRHead) folded into ``mlp.fc1``;
+- ``IRB``: hidden maps above 64 MB computed in bands of rows (bounded memory at high resolution).
+
+Both paths share what is exact for training too: channels-last maps, copy-free token views, the
+identity of ``x + D(x)`` folded into the depth-wise kernel, in-place residual adds without autograd.
 
 The copy is for inference only: its parameters no longer follow the released layout (BatchNorms
 are gone), so keep the original model for training and for saving checkpoints.
@@ -27,8 +31,11 @@ from torch import nn
 def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Eval-only copy of ``model`` (or ``model`` itself with ``inplace=True``) with the folds above.
 
-    The result is in eval mode with ``requires_grad`` off; ``model`` is left untouched by default.
+    The result is in eval mode with ``requires_grad`` off and ``is_reparameterized`` set; ``model``
+    is left untouched by default. A model that is already reparameterized is returned as it is.
     """
+    if getattr(model, "is_reparameterized", False):
+        return model
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -36,6 +43,7 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     for module in list(model.modules()):
         if hasattr(module, "reparameterize"):
             module.reparameterize()
+    model.is_reparameterized = True
     return model
 
 
