@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -121,6 +122,23 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_checkpoint(tmp_pat
     with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 5.*iter_3\.pth"):
         Trainer(_config(tiny_data), tmp_path).train()
     assert (tmp_path / "iter_3.pth").is_file() and not (tmp_path / "iter_6.pth").exists()
+
+
+def test_only_a_better_validation_replaces_the_best_checkpoint(tmp_path, tiny_data, monkeypatch):
+    scores = iter([0.30, 0.20, 0.40])  # validations at iterations 1, 2, 3
+
+    def fake_evaluate(*args, **kwargs):
+        return SimpleNamespace(mIoU=next(scores), aAcc=0.9, mAcc=0.5)
+
+    monkeypatch.setattr("lrformer.engine.trainer.evaluate", fake_evaluate)
+    trainer = Trainer(_config(tiny_data), tmp_path)
+    best = []
+    for iteration in (1, 2, 3):
+        trainer.iteration = iteration
+        trainer.validate()
+        best.append(sorted(p.name for p in tmp_path.glob("best_mIoU_iter_*.pth")))
+    assert best == [["best_mIoU_iter_1.pth"], ["best_mIoU_iter_1.pth"], ["best_mIoU_iter_3.pth"]]
+    assert trainer.best_miou == pytest.approx(40.0)
 
 
 def test_unknown_config_key_names_the_closest(tmp_path, capsys):

@@ -167,8 +167,8 @@ class Trainer:
                 self._scalar(f"val/{key}", value)
             if metrics.mIoU * 100 > self.best_miou:
                 self.best_miou = metrics.mIoU * 100
-                self._rng_states = None
-            checkpointing.save_best(self.work_dir, self.state(), self.iteration)
+                self._rng_states = None  # the gathered states are from another iteration: this rank's own
+                checkpointing.save_best(self.work_dir, self.state(), self.iteration)
         return result
 
     def _scalar(self, tag: str, value: float) -> None:
