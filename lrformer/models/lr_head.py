@@ -19,7 +19,8 @@ class ConcatConvBNReLU(nn.Module):
     """mmcv's ``ConvModule`` (1×1 ``conv`` without bias → ``bn`` → ReLU; parameter names kept) applied
     to the channel concatenation of maps bilinearly resized to one size.
 
-    ``forward(maps, size)``: maps ``(B, C_i, H_i, W_i)`` → ``(B, out_channels, *size)``.
+    ``forward(maps, size)``: maps ``(B, C_i, H_i, W_i)``, the first already at ``size``, →
+    ``(B, out_channels, *size)``.
     After :meth:`reparameterize` (inference only) BN is folded into the conv, and the conv is
     applied to each map at its own resolution before the resize: ``W · cat(resize(m_i)) =
     Σ resize(W_i · m_i)``, as conv and bilinear resize are both linear and per-pixel/per-channel.
