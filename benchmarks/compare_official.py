@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/compare_official.py --check                      # both reproduce the parity files
+    python benchmarks/compare_official.py --check                      # all three reproduce the parity files
     python benchmarks/compare_official.py --size 512 512 --threads 2   # interleaved latency, logit diff
     python benchmarks/compare_official.py --memory --size 2048 2048    # peak RSS, one process each
 
@@ -36,12 +36,9 @@ PARITY = HERE.parent / "tests" / "data"
 IMPLEMENTATIONS = ("official", "plain", "fast")
 
 
-def build(impl: str, config: dict, state_dict: dict) -> torch.nn.Module:
-    """One implementation with ``state_dict`` loaded, in eval mode."""
-    if impl == "official":
-        model = EncoderDecoder(config)
-    else:
-        model = lrformer.create_model(config["name"], num_classes=config["num_classes"])
+def build(impl: str, config: dict, state_dict: dict, **create_kwargs) -> torch.nn.Module:
+    """One implementation with ``state_dict`` loaded, in eval mode (``create_kwargs`` go to ``create_model``)."""
+    model = EncoderDecoder(config) if impl == "official" else lrformer.create_model(config["name"], **create_kwargs)
     model.load_state_dict(state_dict)
     model.eval()
     return lrformer.reparameterize_model(model) if impl == "fast" else model
@@ -55,17 +52,13 @@ def variant(name: str, num_classes: int) -> tuple[dict, dict]:
 
 
 def check_parity() -> None:
-    """Both implementations against the official outputs stored in ``tests/data``."""
+    """The three implementations against the official outputs stored in ``tests/data``."""
     cases = torch.load(PARITY / "tiny_cases.pt", weights_only=False)
     state = torch.load(PARITY / "tiny_released_layout.pth", weights_only=False)["state_dict"]
     state = {k: v.float() for k, v in state.items()}
     config = {**cases["config"], "name": "lrformer_t"}
     for impl in IMPLEMENTATIONS:
-        model = EncoderDecoder(config) if impl == "official" else lrformer.create_model("lrformer_t", **cases["config"])
-        model.load_state_dict(state)
-        model.eval()
-        if impl == "fast":
-            model = lrformer.reparameterize_model(model)
+        model = build(impl, config, state, **cases["config"])
         with torch.inference_mode():
             errors = [(model(c["input"].float()) - c["logits"]).abs().max().item() for c in cases["cases"]]
         print(f"{impl:8s} max abs error vs parity logits: " + ", ".join(f"{e:.1e}" for e in errors))
@@ -73,7 +66,7 @@ def check_parity() -> None:
 
 def compare_latency(args: argparse.Namespace) -> None:
     config, state_dict = variant(args.model, args.num_classes)
-    models = {impl: build(impl, config, state_dict) for impl in IMPLEMENTATIONS}
+    models = {impl: build(impl, config, state_dict, num_classes=args.num_classes) for impl in IMPLEMENTATIONS}
     x = torch.randn(args.batch, 3, *args.size, generator=torch.Generator().manual_seed(1))
     times: dict[str, list[float]] = {impl: [] for impl in models}
     with torch.inference_mode():
@@ -106,14 +99,14 @@ def compare_latency(args: argparse.Namespace) -> None:
 def measure_memory(args: argparse.Namespace) -> None:
     for impl in IMPLEMENTATIONS:
         command = [sys.executable, __file__, "--child", impl, "--model", args.model, "--size", *map(str, args.size)]
-        command += ["--threads", str(args.threads), "--batch", str(args.batch)]
+        command += ["--threads", str(args.threads), "--batch", str(args.batch), "--num-classes", str(args.num_classes)]
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
         print(f"{impl:8s} peak RSS {result['peak_mb']:7.0f} MB   (one forward: {result['seconds']:.2f} s)")
 
 
 def child(args: argparse.Namespace) -> None:
     config, state_dict = variant(args.model, args.num_classes)
-    model = build(args.child, config, state_dict)
+    model = build(args.child, config, state_dict, num_classes=args.num_classes)
     del state_dict
     x = torch.randn(args.batch, 3, *args.size)
     with torch.inference_mode():
@@ -135,7 +128,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--check", action="store_true", help="check both against the parity files and exit")
+    parser.add_argument("--check", action="store_true", help="check the three against the parity files and exit")
     parser.add_argument("--memory", action="store_true", help="peak RSS of one forward, one process each")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
