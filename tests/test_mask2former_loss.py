@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -255,16 +256,60 @@ def test_a_few_training_steps_reduce_the_loss():
     assert final["loss_cls"] < initial["loss_cls"]
 
 
-def test_mask_count_is_averaged_over_processes(tmp_path):
-    """Under torch.distributed the number of masks is all-reduced (here one gloo process: unchanged)."""
+DATA = Path(__file__).parent / "data" / "mask2former_loss_case.pt"
+
+
+def test_criterion_equals_mmdet_with_an_image_without_labels():
+    """mmdet 3.3.0's ``loss_by_feat`` on 3 layers × 3 images, the second image all ignore
+    (tests/data/README.md): same random points from the same seed, so the same nine losses."""
+    case = torch.load(DATA)
+    assert (case["labels"][1] == 255).all()
+    criterion = Mask2FormerCriterion(case["num_classes"], num_points=case["num_points"])
+    for expected in case["cases"]:
+        torch.manual_seed(expected["seed"])
+        losses = criterion(list(case["cls_scores"]), list(case["mask_preds"]), case["labels"].long())
+        assert set(losses) - {"loss"} == set(expected["losses"])
+        for name, value in expected["losses"].items():
+            assert losses[name].item() == pytest.approx(value, rel=1e-5), (expected["seed"], name)
+
+
+def test_an_image_without_masks_counts_as_one_mask():
+    """mmdet normalises the mask losses by sum over images of max(matched masks, 1): an image with
+    two masks and one with none divide by 3. With zero mask logits every point's BCE is log 2, so
+    the expected values follow by hand."""
+    criterion = Mask2FormerCriterion(num_classes=2, num_points=64)
+    cls_preds, mask_preds, labels = _one_image_case("zero")  # one image, classes 0 and 1 (2 masks)
+    two = [torch.cat([cls_preds[0], cls_preds[0]])], [torch.cat([mask_preds[0], mask_preds[0]]).detach()]
+    labels = torch.cat([labels, torch.full_like(labels, 255)])
+    losses = criterion(*two, labels, generator=torch.Generator().manual_seed(0))
+    # 2 matched masks, 64 points each, BCE log 2 per point: 5 · (2 · 64 · log 2) / (3 · 64)
+    assert losses["loss_mask"].item() == pytest.approx(5 * 2 * math.log(2) / 3, rel=1e-5)
+    alone = criterion(*_one_image_case("zero")[:2], labels[:1], generator=torch.Generator().manual_seed(0))
+    assert alone["loss_mask"].item() == pytest.approx(5 * math.log(2), rel=1e-5)  # divided by 2
+
+
+def _distributed_worker(rank: int, port: int, folder: str) -> None:
+    import os
+
     import torch.distributed as dist
 
-    cls_preds, mask_preds, labels = _one_image_case()
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    cls_preds, mask_preds, labels = _one_image_case("zero")
+    if rank == 1:  # one mask here, two on rank 0
+        labels = torch.zeros_like(labels)
     criterion = Mask2FormerCriterion(num_classes=2, num_points=64)
-    local = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        reduced = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
-    finally:
-        dist.destroy_process_group()
-    assert all(torch.equal(local[k], reduced[k]) for k in local)
+    losses = criterion(cls_preds, mask_preds, labels, generator=torch.Generator().manual_seed(0))
+    torch.save({k: v.detach() for k, v in losses.items()}, f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_mask_count_is_averaged_over_processes(tmp_path):
+    """mmdet's reduce_mean: each process divides by the mean mask count (2 + 1) / 2 = 1.5."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(29573, str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    # zero mask logits: BCE log 2 at each of 64 points of each matched mask
+    assert rank0["loss_mask"].item() == pytest.approx(5 * 2 * 64 * math.log(2) / (1.5 * 64), rel=1e-5)
+    assert rank1["loss_mask"].item() == pytest.approx(5 * 1 * 64 * math.log(2) / (1.5 * 64), rel=1e-5)

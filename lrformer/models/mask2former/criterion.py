@@ -10,8 +10,9 @@ computed (mmdet ``Mask2FormerHead._loss_by_feat_single``):
 * ``loss_mask``: binary cross-entropy of the matched masks, × ``mask_weight``;
 * ``loss_dice``: naive dice loss (eps 1) of the matched masks, × ``dice_weight``;
 
-the mask losses on ``num_points`` importance-sampled points per mask and averaged over the number
-of ground-truth masks in the batch (averaged over processes under ``torch.distributed``).
+the mask losses on ``num_points`` importance-sampled points per mask and divided by the number of
+matched masks in the batch, where an image without any ground-truth mask counts as one (mmdet's
+``max(num_pos, 1)`` per image), averaged over processes under ``torch.distributed``.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ class Mask2FormerCriterion(nn.Module):
         loss_cls = self.class_weight * classification_loss(cls_pred, target_classes, self.no_object_weight)
 
         mask_logits = torch.cat(matched_preds)  # (M, h, w), by image then query
-        num_masks = _mean_over_processes(torch.tensor(float(len(mask_logits)), device=cls_pred.device)).clamp(min=1)
+        # mmdet's avg_factor: matched masks per image, an image without any counted as one
+        per_image = sum(max(len(p), 1) for p in matched_preds)
+        num_masks = _mean_over_processes(torch.tensor(float(per_image), device=cls_pred.device)).clamp(min=1)
         if mask_logits.shape[0] == 0:  # no ground truth in the batch: zero, still in the graph
             return loss_cls, mask_logits.sum(), mask_logits.sum()
 

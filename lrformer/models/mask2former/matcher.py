@@ -105,10 +105,10 @@ def hungarian_match(
         ``(query_indices, gt_indices)``: ``min(Q, N)`` matched pairs, int64, sorted by query.
     """
     num_queries, num_gts = cls_pred.shape[0], gt_labels.shape[0]
+    points = random_points(1, num_points, mask_pred.device, generator)  # drawn even without ground truth, as mmdet
     if num_gts == 0 or num_queries == 0:
         empty = torch.zeros(0, dtype=torch.long, device=cls_pred.device)
         return empty, empty.clone()
-    points = random_points(1, num_points, mask_pred.device, generator)
     mask_points = point_sample(mask_pred.unsqueeze(1).float(), points.expand(num_queries, -1, -1))[:, 0]
     gt_points = point_sample(gt_masks.unsqueeze(1).float(), points.expand(num_gts, -1, -1))[:, 0]
     cost = match_cost(cls_pred, mask_points, gt_labels, gt_points, class_weight, mask_weight, dice_weight)
