@@ -1,11 +1,41 @@
-"""Optimiser, parameter groups and learning-rate schedule of the official recipe (SPEC §11)."""
+"""Optimiser, parameter groups and learning-rate schedule of the official recipes.
+
+Parameter groups follow mmengine's ``DefaultOptimWrapperConstructor`` (``paramwise_cfg`` with
+``custom_keys`` and ``norm_decay_mult``); the schedule follows mmengine's iteration-based
+``LinearLR`` warm-up and ``PolyLR`` decay, stepped once per iteration.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+"""Modules whose parameters ``norm_decay_mult`` applies to (mmengine's ``is_norm``)."""
+
+
+def expand_custom_keys(custom_keys: dict[str, dict[str, float]], depths: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Custom keys with ``{stage}`` / ``{block}`` placeholders written out for a backbone.
+
+    ``{stage}`` stands for 1..len(depths) and ``{block}`` for 0..depths[stage-1]-1, so
+    ``backbone.block{stage}.{block}.norm`` becomes ``backbone.block1.0.norm``, ...,
+    ``backbone.block4.2.norm`` for depths (2, 2, 6, 3): the keys the official LRFormer+ configs
+    build with a comprehension. Keys without placeholders are kept as they are.
+    """
+    expanded: dict[str, dict[str, float]] = {}
+    for key, settings in custom_keys.items():
+        if "{block}" in key and "{stage}" not in key:
+            raise ValueError(f"custom key {key!r}: {{block}} needs {{stage}} as well")
+        if "{stage}" not in key:
+            expanded[key] = settings
+            continue
+        for stage, depth in enumerate(depths, start=1):
+            blocks = range(depth) if "{block}" in key else [None]
+            for block in blocks:
+                expanded[key.replace("{stage}", str(stage)).replace("{block}", str(block))] = settings
+    return expanded
 
 
 def custom_key_for(name: str, custom_keys: dict[str, dict[str, float]]) -> str | None:
@@ -17,9 +47,6 @@ def custom_key_for(name: str, custom_keys: dict[str, dict[str, float]]) -> str |
     return None
 
 
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
-
-
 def param_groups(
     model: nn.Module,
     lr: float,
@@ -29,9 +56,14 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """One optimiser group per distinct (lr_mult, decay_mult), parameters named as in the checkpoint.
 
-    As mmengine: a parameter matched by a custom key takes that key's multipliers only; otherwise
-    ``norm_decay_mult`` (when given) applies to the parameters of normalisation layers.
+    As mmengine: a parameter matched by a custom key takes that key's multipliers only (missing
+    ones are 1); otherwise ``norm_decay_mult`` (when given) applies to the parameters of
+    normalisation layers. Placeholders in the keys are expanded with the backbone's depths
+    (:func:`expand_custom_keys`). Frozen parameters (``requires_grad=False``) are left out.
     """
+    depths = getattr(getattr(model, "backbone", model), "depths", None)
+    if depths is not None:
+        custom_keys = expand_custom_keys(custom_keys, depths)
     norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
@@ -61,27 +93,37 @@ def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.AdamW:
 
 
 def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
-    """Multiplier of the base learning rate at ``iteration`` (0-based).
+    """Multiplier of the base learning rate at ``iteration`` (0-based), ``min_lr`` not applied.
 
-    Linear warm-up ``r + (1 − r)·t / warmup`` for ``t < warmup``, then poly decay
-    ``(1 − (t − warmup) / (max_iters − warmup))^power`` down to ``min_lr``.
+    As mmengine's iteration-based schedulers, whose span is ``end − begin − 1`` iterations (the
+    last iteration of a scheduler reaches its end value):
+
+    * ``LinearLR(start_factor=r, begin=0, end=W)`` for ``t < W``: ``r + (1 − r)·t / (W − 1)``,
+      so the full rate is reached at ``t = W − 1``;
+    * ``PolyLR(power=p, begin=W, end=T)`` for ``t >= W``: ``(1 − (t − W) / (T − W − 1))^p``,
+      which is 0 at ``t = T − 1`` (and stays 0).
+
+    With ``W = warmup_iters``, ``T = max_iters``, ``r = warmup_ratio``.
     """
     warmup, ratio = cfg["warmup_iters"], cfg["warmup_ratio"]
     if iteration < warmup:
-        return ratio + (1.0 - ratio) * iteration / warmup
-    span = max(cfg["max_iters"] - warmup, 1)
-    progress = min(max(iteration - warmup, 0) / span, 1.0)
+        return ratio + (1.0 - ratio) * iteration / (warmup - 1) if iteration else ratio
+    span = cfg["max_iters"] - warmup - 1
+    if span <= 0:  # a one-iteration decay: mmengine keeps the base rate
+        return 1.0
+    progress = min(iteration - warmup, span) / span
     return (1.0 - progress) ** cfg["power"]
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration schedule; ``min_lr`` is an absolute floor of the decayed base lr (eta_min)."""
+    """Per-iteration schedule (:func:`lr_factor`); ``min_lr`` is PolyLR's ``eta_min``, an absolute
+    floor for every group: ``lr = (base − min_lr)·factor + min_lr`` after the warm-up."""
     bases = [g["lr"] for g in optimizer.param_groups]
 
     def factor_for(base: float):
         def factor(t: int) -> float:
             f = lr_factor(t, cfg)
-            if t >= cfg["warmup_iters"] and cfg["min_lr"]:
+            if t >= cfg["warmup_iters"] and cfg["min_lr"] and base:
                 f = f * (1 - cfg["min_lr"] / base) + cfg["min_lr"] / base
             return f
 
