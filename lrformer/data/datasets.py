@@ -101,6 +101,31 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
     )  # fmt: skip
 
 
+class LabelValueError(ValueError):
+    """A label map holds a value that is neither a class index nor the ignore index."""
+
+
+def label_value_problem(label: np.ndarray, num_classes: int, ignore_index: int = 255, source: str = "label") -> str:
+    """``""`` when every value of ``label`` is a class index (``0..num_classes-1``) or
+    ``ignore_index``; otherwise a one-line message naming ``source``, the first bad value and the fix."""
+    label = np.asarray(label)
+    bad = label[((label < 0) | (label >= num_classes)) & (label != ignore_index)]
+    if not bad.size:
+        return ""
+    return (
+        f"{source}: label value {int(bad.flat[0])} is not a class index (0..{num_classes - 1}) nor the ignore "
+        f"index {ignore_index}; check the dataset's classes, reduce_zero_label and ignore_index (Cityscapes "
+        "needs *_labelTrainIds.png: run `lrformer convert cityscapes`)"
+    )
+
+
+def check_label_values(label: np.ndarray, num_classes: int, ignore_index: int = 255, source: str = "label") -> None:
+    """Raise :class:`LabelValueError` (see :func:`label_value_problem`) for a bad label map."""
+    problem = label_value_problem(label, num_classes, ignore_index, source)
+    if problem:
+        raise LabelValueError(problem)
+
+
 def read_label(path: str | Path) -> np.ndarray:
     """A label map as stored: palette ("P") PNGs give their indices, 16-bit PNGs their values
     (read with Pillow, as mmseg does)."""

@@ -8,30 +8,35 @@ import numpy as np
 import torch
 
 from ..data.augment import AugmentConfig, augment
-from ..data.datasets import SegmentationDataset
+from ..data.datasets import LabelValueError, SegmentationDataset, label_value_problem
 from ..inference.image_io import read_image
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
-    """``dataset[(epoch, index)]`` → ``(image (3, h, w), label (h, w))`` augmented with the
-    generator seeded by ``(seed, epoch, index)``: the same sample always gets the same draws."""
+    """``dataset[(epoch, index)]`` → ``(image (3, h, w), label (h, w), problem)`` augmented with the
+    generator seeded by ``(seed, epoch, index)``: the same sample always gets the same draws.
 
-    def __init__(self, dataset: SegmentationDataset, cfg: AugmentConfig, seed: int) -> None:
-        self.dataset, self.cfg, self.seed = dataset, cfg, seed
+    ``problem`` is ``""``, or a message naming the annotation file and a value in it that is
+    neither a class index (``0..num_classes-1``) nor the ignore index (raised by :func:`batches`
+    in the main process, so the message is not buried in a loader worker's traceback).
+    """
+
+    def __init__(self, dataset: SegmentationDataset, cfg: AugmentConfig, seed: int, num_classes: int) -> None:
+        self.dataset, self.cfg, self.seed, self.num_classes = dataset, cfg, seed, num_classes
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
         epoch, index = key
-        image = read_image(self.dataset.samples[index][0])
+        image_path, label_path = self.dataset.samples[index]
+        image = read_image(image_path)
         label = self.dataset.load_label(index)
-        label = label.astype(np.uint8 if label.max(initial=0) <= 255 else np.int32)
+        problem = label_value_problem(label, self.num_classes, self.cfg.ignore_index, str(label_path))
+        label = label.astype(np.uint8 if label.max(initial=0) <= 255 and label.min(initial=0) >= 0 else np.int32)
         if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"{self.dataset.samples[index][1]}: label {label.shape} and image {image.shape[:2]} differ"
-            )
-        return augment(image, label, self.cfg, np.random.default_rng([self.seed, epoch, index]))
+            raise ValueError(f"{label_path}: label {label.shape} and image {image.shape[:2]} differ")
+        return (*augment(image, label, self.cfg, np.random.default_rng([self.seed, epoch, index])), problem)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -67,7 +72,8 @@ def batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches for iterations ``first_iteration, first_iteration + 1, ...`` (resumable)."""
+    """Endless ``(images, labels)`` batches for iterations ``first_iteration, first_iteration + 1, ...``
+    (resumable). Raises :class:`LabelValueError` for a sample whose label map has a bad value."""
     per_epoch = len(dataset) // world_size // batch_size
     if per_epoch == 0:
         raise ValueError(
@@ -81,5 +87,9 @@ def batches(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
             generator=torch.Generator(), pin_memory=torch.cuda.is_available(),
         )  # fmt: skip
-        yield from loader
+        for images, labels, problems in loader:
+            problem = next((p for p in problems if p), None)
+            if problem:
+                raise LabelValueError(problem)
+            yield images, labels
         epoch, offset = epoch + 1, 0

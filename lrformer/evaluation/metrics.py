@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.datasets import LabelValueError, check_label_values
 
-class LabelValueError(ValueError):
-    """A label map holds a value that is neither a class index nor the ignore index."""
+__all__ = ["IoUMetric", "LabelValueError", "SegmentationMetrics"]
 
 
 @dataclass
@@ -86,16 +86,10 @@ class IoUMetric:
                 f"{source}: prediction {tuple(pred.shape)} and label {tuple(label.shape)} differ in shape "
                 "(an image with an EXIF rotation whose label is not rotated?)"
             )
+        check_label_values(label.numpy(), self.num_classes, self.ignore_index, source)
         pred, label = pred.flatten(), label.flatten()
         valid = label != self.ignore_index
         pred, label = pred[valid], label[valid]
-        bad = label[(label < 0) | (label >= self.num_classes)]
-        if bad.numel():
-            raise LabelValueError(
-                f"{source}: label value {int(bad[0])} is not a class index (0..{self.num_classes - 1}) nor "
-                f"the ignore index {self.ignore_index}; check the dataset's classes, reduce_zero_label and "
-                "ignore_index (Cityscapes needs *_labelTrainIds.png: run `lrformer convert cityscapes`)"
-            )
         n = self.num_classes
         intersection = torch.bincount(label[pred == label], minlength=n)[:n]
         area_pred = torch.bincount(pred.clamp(0, n), minlength=n + 1)[:n]
