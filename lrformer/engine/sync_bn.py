@@ -3,6 +3,8 @@
 CUDA uses ``torch.nn.SyncBatchNorm``; PyTorch has no CPU implementation, so CPU (gloo) runs use
 :class:`CPUSyncBatchNorm`, which all-reduces the per-channel sums with the differentiable
 ``torch.distributed.nn.all_reduce``. Both keep the parameter and buffer names of ``BatchNorm2d``.
+
+Which BatchNorms are synchronised follows the official models by default (:func:`synchronise_batchnorm`).
 """
 
 from __future__ import annotations
@@ -53,3 +55,26 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         else:
             convert_sync_batchnorm(child, device)
     return module
+
+
+SYNC_BN_SCOPES = ("decode_head", "all", "none")
+"""Values of ``train.sync_bn``: which BatchNorms multi-process training synchronises."""
+
+
+def synchronise_batchnorm(model: nn.Module, device: torch.device, scope: str = "decode_head") -> nn.Module:
+    """Synchronise the BatchNorms of ``model`` in ``scope`` across processes.
+
+    ``decode_head`` (the official recipe): the official LRHead builds its BatchNorms
+    (``squeeze*.bn``, the fuse blocks' ``norm1/norm2``) from the head's ``norm_cfg``, which is
+    ``SyncBN``, while the backbone's (the stem's, XL's ``pre_norm``) are plain ``BatchNorm2d`` and
+    no global ``sync_bn`` conversion is configured: they normalise with each process's own batch
+    (2-4 images rather than 16). The Mask2Former head has no BatchNorm. ``all``: every BatchNorm
+    (mmengine's ``sync_bn``; one process then equals many). ``none``: none.
+    """
+    if scope not in SYNC_BN_SCOPES:
+        raise ValueError(f"train.sync_bn must be one of {', '.join(SYNC_BN_SCOPES)}, got {scope!r}")
+    if scope == "all":
+        return convert_sync_batchnorm(model, device)
+    if scope == "decode_head" and getattr(model, "decode_head", None) is not None:
+        model.decode_head = convert_sync_batchnorm(model.decode_head, device)
+    return model
