@@ -9,6 +9,7 @@ import sys
 import textwrap
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,6 +25,8 @@ TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels":
 
 
 def test_learning_rate_at_key_iterations():
+    """mmengine's iteration schedulers span end - begin - 1 steps: LinearLR(1e-6, 0..1500) reaches
+    the full rate at 1499, PolyLR(power 1, 1500..160000) reaches 0 at 159999."""
     cfg = load_config(None)
     model = lrformer.create_model("lrformer_t", num_classes=2, **TINY)
     optimizer = build_optimizer(model, cfg["optim"])
@@ -31,14 +34,21 @@ def test_learning_rate_at_key_iterations():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(6e-5 * 1e-6)  # iteration 0
     expected = {
         0: 6e-11,
-        750: 6e-5 * (1e-6 + (1 - 1e-6) * 0.5),
+        1: 6e-5 * (1e-6 + (1 - 1e-6) / 1499),
+        750: 6e-5 * (1e-6 + (1 - 1e-6) * 750 / 1499),
+        1499: 6e-5,
         1500: 6e-5,
-        80000: 6e-5 * (1 - 78500 / 158500),
+        1501: 6e-5 * (1 - 1 / 158499),
+        80000: 6e-5 * (1 - 78500 / 158499),
+        159999: 0.0,
         160000: 0.0,
     }
     for t, lr in expected.items():
-        assert 6e-5 * lr_factor(t, cfg["schedule"]) == pytest.approx(lr, rel=1e-9, abs=1e-20)
-    for _ in range(1500):
+        assert 6e-5 * lr_factor(t, cfg["schedule"]) == pytest.approx(lr, rel=1e-12, abs=1e-20), t
+    plus = {**cfg["schedule"], "warmup_iters": 0, "power": 0.9}  # the LRFormer+ PolyLR(power 0.9, 0..160000)
+    assert lr_factor(0, plus) == 1.0 and lr_factor(159999, plus) == 0.0
+    assert lr_factor(80000, plus) == pytest.approx((1 - 80000 / 159999) ** 0.9, rel=1e-12)
+    for _ in range(1499):
         optimizer.step()
         scheduler.step()
     lrs = {g["lr_mult"]: g["lr"] for g in optimizer.param_groups}
@@ -74,7 +84,7 @@ def tiny_data(tmp_path_factory):
 def _config(tiny_data, **changes):
     root, spec = tiny_data
     overrides = [
-        f"data.dataset={spec}", f"data.root={root}", "data.scale=[128,64]", "data.crop_size=[64,64]",
+        f"data.dataset={spec}", f"data.root={root}", "data.resize.scale=[128,64]", "data.crop_size=[64,64]",
         "data.batch_size=2", "data.workers=0", "train.device=cpu", "train.log_interval=1",
         "train.val_interval=3", "train.val_max_images=2", "train.checkpoint_interval=3", "train.keep_checkpoints=2",
         "schedule.max_iters=6", "schedule.warmup_iters=2", "optim.lr=1e-3", "model.drop_path_rate=0.2",
@@ -141,6 +151,26 @@ def test_only_a_better_validation_replaces_the_best_checkpoint(tmp_path, tiny_da
     assert trainer.best_miou == pytest.approx(40.0)
 
 
+def test_a_bad_label_value_stops_training_naming_the_file(tmp_path, capsys):
+    spec = synthetic.generate(tmp_path / "data", train=4, val=1, size=64)
+    bad = tmp_path / "data" / "annotations" / "train" / "00002.png"
+    label = cv2.imread(str(bad), cv2.IMREAD_UNCHANGED)
+    label[10, 20] = 7  # 5 classes (0-4) and ignore 255: 7 is neither
+    cv2.imwrite(str(bad), label)
+    overrides = [f"data.dataset={spec}", f"data.root={tmp_path / 'data'}", "data.resize.scale=[128,64]",
+                 "data.crop_size=[64,64]", "data.batch_size=2", "data.workers=1", "train.device=cpu",
+                 "train.val_interval=0", "schedule.max_iters=4", f"model.overrides={json.dumps(TINY)}"]  # fmt: skip
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  drop_path_rate: 0.0\n")
+    argv = ["train", str(config), "--work-dir", str(tmp_path / "work")] + [a for o in overrides for a in ("--set", o)]
+    assert main(argv) == 2
+    assert (
+        f"lrformer train: error: {bad}: label value 7 is not a class index (0..4) nor the ignore index 255; "
+        "check the dataset's classes, reduce_zero_label and ignore_index (Cityscapes needs *_labelTrainIds.png: "
+        "run `lrformer convert cityscapes`)"
+    ) in capsys.readouterr().err.splitlines()
+
+
 def test_unknown_config_key_names_the_closest(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("optim:\n  weight_decy: 0.1\n")
@@ -165,17 +195,22 @@ def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
     root, spec = tiny_data
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    base = [f"data.dataset={spec}", f"data.root={root}", "data.scale=[128,64]", "data.crop_size=[64,64]",
+    base = [f"data.dataset={spec}", f"data.root={root}", "data.resize.scale=[128,64]", "data.crop_size=[64,64]",
             "data.workers=0", "train.device=cpu", "train.log_interval=1", "train.val_interval=0",
             "train.checkpoint_interval=100", "schedule.max_iters=4", "schedule.warmup_iters=1", "optim.lr=1e-3",
             "model.drop_path_rate=0.0", f"model.overrides={json.dumps(TINY)}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two, official = tmp_path / "one", tmp_path / "two", tmp_path / "official"
+
+    def torchrun(folder, *changes):
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        "29541", str(script), json.dumps(base + ["data.batch_size=2", *changes]), str(folder)],
+                       check=True, env=env, timeout=300)  # fmt: skip
+
     subprocess.run([sys.executable, str(script), json.dumps(base + ["data.batch_size=4"]), str(one)],
                    check=True, env=env, timeout=300)  # fmt: skip
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29541",
-                    str(script), json.dumps(base + ["data.batch_size=2"]), str(two)],
-                   check=True, env=env, timeout=300)  # fmt: skip
+    torchrun(two, "train.sync_bn=all")  # every BatchNorm synchronised: 2 processes equal one
+    torchrun(official)  # the official scope: the backbone's stem BatchNorms see each process's 2 images
 
     def losses(folder):
         rows = [json.loads(line) for line in (folder / "scalars.jsonl").read_text().splitlines()]
@@ -189,6 +224,11 @@ def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
     for key in single:  # Adam turns rounding noise of near-zero gradients into steps of up to lr
         if single[key].is_floating_point():
             torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=3e-3)
+    rank0, rank1 = torch.load(official / "rank0.pt"), torch.load(official / "rank1.pt")
+    stem_stats = {k for k in rank0 if k.startswith("backbone.patch_embed1.conv1.") and "running" in k}
+    assert stem_stats and not all(torch.equal(rank0[k], rank1[k]) for k in stem_stats)  # per-process statistics
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0 if k not in stem_stats)  # weights identical
+    assert not np.allclose(losses(official), losses(one), rtol=2e-4, atol=0)
 
 
 def test_plus_model_trains_with_the_mask2former_objective(tmp_path, tiny_data):

@@ -1,14 +1,15 @@
-"""Train-time augmentation with mmsegmentation's semantics (SPEC §11), on BGR uint8 images.
+"""Train-time augmentation with mmsegmentation's semantics, on BGR uint8 images.
 
-``RandomResize`` → ``RandomCrop`` (cat_max_ratio) → ``RandomFlip`` → ``PhotoMetricDistortion`` →
-BGR→RGB, normalise, pad to the crop size (images with 0, labels with the ignore index). Every
-random draw comes from the ``numpy.random.Generator`` passed in, so a sample's augmentation is
-reproducible from its seed (exact resume, identical results across worker counts).
+``RandomResize`` (LRFormer) or ``RandomChoiceResize`` + ``ResizeShortestEdge`` (LRFormer+) →
+``RandomCrop`` (cat_max_ratio) → ``RandomFlip`` → ``PhotoMetricDistortion`` → BGR→RGB, normalise,
+pad to the crop size (images with 0, labels with the ignore index). Every random draw comes from
+the ``numpy.random.Generator`` passed in, so a sample's augmentation is reproducible from its
+seed (exact resume, identical results across worker counts).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -18,11 +19,110 @@ from ..inference.transforms import normalize, rescale_size
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Settings of the training pipeline (defaults: the official ADE20K 512×512 recipe)."""
+class RandomResize:
+    """mmcv ``RandomResize(scale, ratio_range, keep_ratio=True)``, the LRFormer recipe.
+
+    A ratio ``r ~ U(ratio_range)`` scales the bound to ``(int(scale[0]·r), int(scale[1]·r))``;
+    the image is then rescaled, aspect kept, to fit it (:func:`rescale_size`).
+    """
 
     scale: tuple[int, int] = (2048, 512)
     ratio_range: tuple[float, float] = (0.5, 2.0)
+
+    def output_size(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
+        """``(H, W)`` after the resize of an ``height × width`` image (one draw from ``rng``)."""
+        low, high = self.ratio_range
+        ratio = rng.random() * (high - low) + low
+        return rescale_size(height, width, (int(self.scale[0] * ratio), int(self.scale[1] * ratio)))
+
+
+@dataclass(frozen=True)
+class RandomChoiceResize:
+    """mmcv ``RandomChoiceResize(scales, resize_type='ResizeShortestEdge', max_size)``, the
+    LRFormer+ (Mask2Former) recipe.
+
+    A short side ``s`` is drawn uniformly from ``scales``; mmseg's ``ResizeShortestEdge`` turns
+    it into a bound (:func:`shortest_edge_size`), and the image is rescaled, aspect kept, to fit
+    that bound (:func:`rescale_size`).
+    """
+
+    scales: tuple[int, ...]
+    max_size: int = 2048
+
+    def output_size(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
+        """``(H, W)`` after the resize of an ``height × width`` image (one draw from ``rng``)."""
+        short = self.scales[int(rng.integers(len(self.scales)))]
+        return rescale_size(height, width, shortest_edge_size(height, width, short, self.max_size))
+
+
+def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
+    """mmseg ``ResizeShortestEdge``'s target ``(H, W)``: the short side to ``short``, the long side
+    scaled with it; if the long side then exceeds ``max_size`` both are scaled down to fit; each
+    rounded half up (``int(x + 0.5)``)."""
+    factor = short / min(height, width)
+    new_h, new_w = (short, factor * width) if height < width else (factor * height, short)
+    if max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+RESIZE_TYPES = {"RandomResize": RandomResize, "RandomChoiceResize": RandomChoiceResize}
+RESIZE_KEYS = ("type", "scale", "ratio_range", "scales", "max_size")
+"""Keys of a resize mapping (``data.resize`` in a training config)."""
+
+
+def build_resize(settings: dict) -> RandomResize | RandomChoiceResize:
+    """The resize step from a mapping such as ``{type: RandomResize, scale: [2048, 512],
+    ratio_range: [0.5, 2.0]}`` or ``{type: RandomChoiceResize, scales: [256, ..., 1024], max_size: 2048}``.
+
+    Raises ``ValueError`` naming the problem: an unknown type, a key the type does not take (e.g.
+    left over from a base config: ``_delete_: true`` replaces the whole mapping), a bad value.
+    """
+    if not isinstance(settings, dict) or settings.get("type") not in RESIZE_TYPES:
+        got = settings.get("type") if isinstance(settings, dict) else settings
+        raise ValueError(f"type must be one of {', '.join(RESIZE_TYPES)}, got {got!r}")
+    cls = RESIZE_TYPES[settings["type"]]
+    names = [f.name for f in fields(cls)]
+    extra = [k for k in settings if k != "type" and k not in names]
+    if extra:
+        raise ValueError(
+            f"{cls.__name__} takes {', '.join(names)}, not {', '.join(extra)} (left over from a base config? "
+            "add `_delete_: true` to the resize mapping to replace it whole)"
+        )
+    kwargs = {k: v for k, v in settings.items() if k != "type"}
+    if cls is RandomResize:
+        scale, ratios = kwargs.get("scale", RandomResize.scale), kwargs.get("ratio_range", RandomResize.ratio_range)
+        if not _numbers(scale, int, 2) or not _numbers(ratios, (int, float), 2) or not 0 < ratios[0] <= ratios[1]:
+            raise ValueError(
+                f"RandomResize needs scale [long, short] (two positive integers) and ratio_range [low, high] "
+                f"(0 < low <= high), got scale {scale!r}, ratio_range {ratios!r}"
+            )
+        return RandomResize(tuple(scale), tuple(float(r) for r in ratios))
+    scales, max_size = kwargs.get("scales"), kwargs.get("max_size", RandomChoiceResize.max_size)
+    if not _numbers(scales, int) or not _numbers([max_size], int, 1):
+        raise ValueError(
+            f"RandomChoiceResize needs scales (a list of positive short sides) and max_size (a positive "
+            f"integer), got scales {scales!r}, max_size {max_size!r}"
+        )
+    return RandomChoiceResize(tuple(scales), max_size)
+
+
+def _numbers(values, kind, count: int | None = None) -> bool:
+    """``values`` is a non-empty list/tuple of ``count`` positive numbers of type ``kind`` (no bools)."""
+    return (
+        isinstance(values, (list, tuple))
+        and len(values) > 0
+        and (count is None or len(values) == count)
+        and all(isinstance(v, kind) and not isinstance(v, bool) and v > 0 for v in values)
+    )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Settings of the training pipeline (defaults: the official ADE20K 512×512 recipe)."""
+
+    resize: RandomResize | RandomChoiceResize = RandomResize()
     crop_size: tuple[int, int] = (512, 512)
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
@@ -33,12 +133,8 @@ class AugmentConfig:
 def random_resize(
     image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``RandomResize``: r ~ U(ratio_range), keep-ratio rescale to ``(int(long·r), int(short·r))``;
-    image bilinear, label nearest."""
-    low, high = cfg.ratio_range
-    ratio = rng.random() * (high - low) + low
-    scale = (int(cfg.scale[0] * ratio), int(cfg.scale[1] * ratio))
-    height, width = rescale_size(*image.shape[:2], scale)
+    """The configured random resize (``cfg.resize``): image bilinear, label nearest."""
+    height, width = cfg.resize.output_size(*image.shape[:2], rng)
     image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
     return image, label

@@ -1,17 +1,25 @@
 """Training configuration: defaults, YAML files (with ``_base_`` inheritance) and ``--set`` overrides.
 
+A config is built in layers, each merged into the one before with :func:`merge` (mmengine's rule):
+the defaults (:data:`DEFAULTS`), then every file of the ``_base_`` chain from the root down, then
+the file itself, then each ``--set key=value`` in order. Mappings merge key by key, so
+``--set optim.custom_keys.head.lr_mult=5`` changes one multiplier and keeps every other custom key;
+a mapping holding ``_delete_: true`` replaces the mapping below it instead.
+
 Every key a config may hold is in :data:`DEFAULTS`; an unknown key is an error naming the closest
-valid one. Values default to the official ADE20K recipe for LRFormer-T (SPEC §11).
+valid one. Values default to the official ADE20K recipe for LRFormer-T.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..data.augment import RESIZE_KEYS, build_resize
 from ..utils import did_you_mean
 
 DEFAULTS: dict[str, Any] = {
@@ -28,8 +36,8 @@ DEFAULTS: dict[str, Any] = {
         "root": "data",
         "train_split": "train",
         "val_split": "val",
-        "scale": [2048, 512],
-        "ratio_range": [0.5, 2.0],
+        # the train-time rescale: RandomResize {scale, ratio_range} or RandomChoiceResize {scales, max_size}
+        "resize": {"type": "RandomResize", "scale": [2048, 512], "ratio_range": [0.5, 2.0]},
         "crop_size": [512, 512],
         "cat_max_ratio": 0.75,
         "flip_prob": 0.5,
@@ -42,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
         "betas": [0.9, 0.999],
         "weight_decay": 0.01,
         # mmengine paramwise custom_keys: the first key (longest first, then alphabetical) found
-        # in a parameter's name decides its lr_mult / decay_mult
+        # in a parameter's name decides its lr_mult / decay_mult; {stage} and {block} in a key
+        # stand for every stage (1-4) and every block (0-based) of the backbone
         "custom_keys": {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}},
         "norm_decay_mult": None,  # decay multiplier of norm-layer parameters no custom key matches
         "eps": 1.0e-8,
@@ -50,9 +59,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "schedule": {
         "max_iters": 160000,
-        "warmup_iters": 1500,
+        "warmup_iters": 1500,  # LinearLR over iterations [0, warmup_iters); 0: none
         "warmup_ratio": 1.0e-6,
-        "power": 1.0,
+        "power": 1.0,  # PolyLR over [warmup_iters, max_iters)
         "min_lr": 0.0,
     },
     "train": {
@@ -60,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "cuda",
         "amp": None,  # null | bf16 | fp16
         "compile": False,
+        "sync_bn": "decode_head",  # BatchNorms synchronised across processes: decode_head (official) | all | none
         "log_interval": 50,
         "val_interval": 16000,
         "checkpoint_interval": 16000,
@@ -69,54 +79,75 @@ DEFAULTS: dict[str, Any] = {
     "test": {},  # test-time settings for validation (InferenceConfig fields); default: the dataset's
 }
 
+DELETE_KEY = "_delete_"
+"""A mapping holding ``_delete_: true`` replaces the mapping it is merged into (mmengine)."""
+
+FREE_FORM = ("model.overrides", "optim.custom_keys", "test", "data.resize")
+"""Sections whose keys are not listed in :data:`DEFAULTS` (checked where they are used)."""
+
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     keys = []
     for key, value in tree.items():
         keys.append(prefix + key)
-        if isinstance(value, dict) and key not in ("custom_keys", "overrides") and prefix + key != "test":
+        if isinstance(value, dict) and prefix + key not in FREE_FORM:
             keys += _flat_keys(value, f"{prefix}{key}.")
     return keys
 
 
-VALID_KEYS = _flat_keys(DEFAULTS)
+VALID_KEYS = _flat_keys(DEFAULTS) + [f"data.resize.{key}" for key in RESIZE_KEYS]
 
 
 def unknown_key(key: str) -> KeyError:
     return KeyError(f"unknown config key {key!r}.{did_you_mean(key, VALID_KEYS, cutoff=0.5)}")
 
 
-def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``update`` merged into a copy of ``base``; keys must exist in ``base`` (free-form sections excepted)."""
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into a copy of ``base``, as mmengine merges configs.
+
+    A mapping in ``update`` is merged key by key into the mapping at the same place in ``base``
+    (recursively), unless it holds ``_delete_: true``: then it replaces it, like any other value.
+    ``_delete_`` markers do not appear in the result.
+    """
     out = copy.deepcopy(base)
     for key, value in update.items():
-        path = prefix + key
-        if key not in out and prefix.rstrip(".") not in ("model.overrides", "optim.custom_keys", "test"):
-            raise unknown_key(path)
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and path not in ("optim.custom_keys",):
-            out[key] = merge(out[key], value, path + ".")
+        if key == DELETE_KEY:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get(DELETE_KEY, False):
+            out[key] = merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _without_delete(value)
     return out
+
+
+def _without_delete(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_delete(v) for k, v in value.items() if k != DELETE_KEY}
+    return copy.deepcopy(value)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
     """The defaults, then the YAML file (and its ``_base_`` chain), then ``key=value`` overrides."""
     config = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        config = merge(config, _read(Path(path)))
+    for layer in _file_layers(Path(path)) if path is not None else []:
+        config = merge(config, layer)
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        update: dict[str, Any] = {}
-        node = update
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_value(text)
-        config = merge(config, update)
-    return config
+        config = merge(config, _set_layer(item))
+    return check(config)
+
+
+def _set_layer(item: str) -> dict[str, Any]:
+    """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}``."""
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    layer: dict[str, Any] = {}
+    node = layer
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = _parse_value(text)
+    return layer
 
 
 def _parse_value(text: str) -> Any:
@@ -130,24 +161,46 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The mappings of ``path``'s ``_base_`` files (a path or a list, relative to ``path``'s
+    folder), root first, then ``path``'s own."""
+    path = Path(os.path.abspath(path))
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist")
+    if path in chain:
+        cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
+        raise ValueError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping")
-    base = data.pop("_base_", None)
-    if base is None:
-        return data
-    parent = _read(path.parent / base)
-    return _deep_update(parent, data)
+    bases = data.pop("_base_", None) or []
+    layers = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        layers += _file_layers(path.parent / base, chain + (path,))
+    return layers + [data]
 
 
-def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "custom_keys":
-            out[key] = _deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
+def check(config: dict[str, Any]) -> dict[str, Any]:
+    """Reject unknown keys (naming the closest valid one) and fill in the keys a ``_delete_``
+    removed from a section of fixed keys; the resize transform is validated too."""
+    _check_section(config, DEFAULTS, "")
+    try:
+        build_resize(config["data"]["resize"])
+    except ValueError as exc:
+        raise ValueError(f"data.resize: {exc}") from None
+    return config
+
+
+def _check_section(section: dict[str, Any], defaults: dict[str, Any], prefix: str) -> None:
+    for key in section:
+        if key not in defaults:
+            raise unknown_key(prefix + key)
+    for key, default in defaults.items():
+        path = prefix + key
+        if key not in section:
+            section[key] = copy.deepcopy(default)
+        elif isinstance(default, dict):
+            if not isinstance(section[key], dict):
+                raise ValueError(f"config key {path!r} must be a mapping, got {section[key]!r}")
+            if path not in FREE_FORM:
+                _check_section(section[key], default, path + ".")

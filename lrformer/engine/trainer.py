@@ -16,9 +16,10 @@ import torch
 import yaml
 
 from ..checkpoint import load_checkpoint
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, build_resize
 from ..data.datasets import SegmentationDataset, load_spec
 from ..evaluation import evaluate
+from ..inference.predictor import model_defaults
 from ..models import create_model
 from ..utils import peak_memory_mb
 from . import checkpointing
@@ -26,7 +27,7 @@ from .data import AugmentedDataset, batches
 from .distributed import device_for, init_distributed
 from .losses import TrainingObjective
 from .optim import build_optimizer, build_scheduler
-from .sync_bn import convert_sync_batchnorm
+from .sync_bn import SYNC_BN_SCOPES, synchronise_batchnorm
 
 logger = logging.getLogger("lrformer.train")
 
@@ -60,6 +61,8 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks)
         train_cfg, data_cfg = config["train"], config["data"]
+        if train_cfg["sync_bn"] not in SYNC_BN_SCOPES:
+            raise ValueError(f"train.sync_bn must be one of {', '.join(SYNC_BN_SCOPES)}, got {train_cfg['sync_bn']!r}")
         self.dist = init_distributed(train_cfg["device"])
         self.device = device_for(train_cfg["device"], self.dist)
         torch.manual_seed(train_cfg["seed"] + self.dist.rank)
@@ -71,11 +74,10 @@ class Trainer:
         )
         if self.val_set is not None and train_cfg["val_max_images"]:
             self.val_set.samples = self.val_set.samples[: train_cfg["val_max_images"]]
-        self.test_config = replace(spec.test, **_tuples(config["test"]))
         self.augment = AugmentConfig(
-            scale=tuple(data_cfg["scale"]), ratio_range=tuple(data_cfg["ratio_range"]),
-            crop_size=tuple(data_cfg["crop_size"]), cat_max_ratio=data_cfg["cat_max_ratio"],
-            flip_prob=data_cfg["flip_prob"], photometric=data_cfg["photometric"], ignore_index=spec.ignore_index,
+            resize=build_resize(data_cfg["resize"]), crop_size=tuple(data_cfg["crop_size"]),
+            cat_max_ratio=data_cfg["cat_max_ratio"], flip_prob=data_cfg["flip_prob"],
+            photometric=data_cfg["photometric"], ignore_index=spec.ignore_index,
         )  # fmt: skip
 
         model_cfg = config["model"]
@@ -83,13 +85,22 @@ class Trainer:
             model_cfg["name"], num_classes=model_cfg["num_classes"] or len(spec.classes),
             pretrained=model_cfg["pretrained"], drop_path_rate=model_cfg["drop_path_rate"], **model_cfg["overrides"],
         ).train()  # fmt: skip
+        # validation as the official test pipeline of the model (LRFormer+: resize and pad; L: its
+        # 640 scale) on top of the dataset's settings, then the config's `test` section
+        self.test_config = replace(model_defaults(self.model, spec.test), **_tuples(config["test"]))
         if model_cfg["backbone_checkpoint"]:  # ImageNet weights, or the backbone of a segmentation checkpoint
             load_checkpoint(self.model.backbone, model_cfg["backbone_checkpoint"])
         self.model.to(self.device)
         if self.dist.enabled:
-            self.model = convert_sync_batchnorm(self.model, self.device)
+            self.model = synchronise_batchnorm(self.model, self.device, train_cfg["sync_bn"])
         self.optimizer = build_optimizer(self.model, config["optim"])
         self.scheduler = build_scheduler(self.optimizer, config["schedule"])
+        if self.dist.is_main:
+            for group in self.optimizer.param_groups:
+                logger.info(
+                    "parameter group: %d tensors, lr %.3g (x%g), weight decay %.3g (x%g)", len(group["params"]),
+                    group["lr"], group["lr_mult"], group["weight_decay"], group["decay_mult"],
+                )  # fmt: skip
         amp = train_cfg["amp"]
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"train.amp must be null, bf16 or fp16, got {amp!r}")
@@ -212,10 +223,23 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.work_dir / "tensorboard"))
         data = batches(
-            AugmentedDataset(self.train_set, self.augment, train_cfg["seed"]), self.cfg["data"]["batch_size"],
-            self.cfg["data"]["workers"], self.iteration, self.dist.rank, self.dist.world_size,
+            AugmentedDataset(self.train_set, self.augment, train_cfg["seed"], self.model.num_classes),
+            self.cfg["data"]["batch_size"], self.cfg["data"]["workers"], self.iteration, self.dist.rank,
+            self.dist.world_size,
         )  # fmt: skip
         bar = tqdm(total=max_iters, initial=self.iteration, unit="it", disable=not self.dist.is_main, file=sys.stderr)
+        try:
+            self._loop(data, bar)
+        finally:  # an error message then starts on its own line, after the progress bar
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        return self.last_checkpoint
+
+    def _loop(self, data, bar) -> None:
+        """Iterations until ``schedule.max_iters``: step, log, validate, checkpoint, callbacks."""
+        train_cfg = self.cfg["train"]
+        max_iters = self.cfg["schedule"]["max_iters"]
         window: list[tuple[float, float, float]] = []
         start = time.perf_counter()
         while self.iteration < max_iters:
@@ -245,10 +269,6 @@ class Trainer:
                 self.save_checkpoint()
             for callback in self.callbacks:
                 callback(self)
-        bar.close()
-        if self.writer is not None:
-            self.writer.close()
-        return self.last_checkpoint
 
     def _log(self, window: list[tuple[float, float, float]], lr: float, start: float, bar) -> None:
         if not self.dist.is_main or not window:

@@ -109,7 +109,7 @@ class LRFormer(nn.Module):
         self.embed_dims = list(embed_dims)
         self.depths = list(depths)
         total = sum(depths)
-        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        rates = torch.linspace(0, drop_path_rate, total, device="cpu").tolist()  # float32 steps, as the official code
         norm_layer = partial(LayerNorm2d, eps=1e-6)
         in_dim = in_chans
         for s in range(4):

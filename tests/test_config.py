@@ -1,0 +1,74 @@
+"""Training configs: mmengine's merge rule for ``_base_`` files and ``--set`` alike, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from lrformer.engine.config import DEFAULTS, load_config, merge
+
+
+def test_merge_is_key_by_key_unless_delete():
+    base = {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": [1, 2]}
+    assert merge(base, {"a": {"y": {"q": 3}}, "b": [3]}) == {"a": {"x": 1, "y": {"p": 1, "q": 3}}, "b": [3]}
+    assert merge(base, {"a": {"y": {"_delete_": True, "r": 4}}}) == {"a": {"x": 1, "y": {"r": 4}}, "b": [1, 2]}
+    assert merge(base, {"a": {"_delete_": True, "z": {"_delete_": True, "s": 5}}}) == {
+        "a": {"z": {"s": 5}},
+        "b": [1, 2],
+    }
+    assert base == {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": [1, 2]}  # not modified
+    assert merge({"a": 1}, {"a": {"x": 2}}) == {"a": {"x": 2}}  # a mapping replaces a non-mapping
+
+
+def test_set_changes_one_custom_key_and_keeps_the_others():
+    config = load_config(None, ["optim.custom_keys.head.lr_mult=5"])
+    assert config["optim"]["custom_keys"] == {"head": {"lr_mult": 5}, "norm": {"decay_mult": 0.0}}
+    config = load_config(None, ['optim.custom_keys={"_delete_": true, "backbone": {"lr_mult": 0.1}}'])
+    assert config["optim"]["custom_keys"] == {"backbone": {"lr_mult": 0.1}}
+    config = load_config(None, ['optim.custom_keys={"query_embed": {"decay_mult": 0.0}}'])
+    assert set(config["optim"]["custom_keys"]) == {"head", "norm", "query_embed"}
+
+
+def test_base_chain_merges_in_order_with_the_same_rule(tmp_path):
+    (tmp_path / "root.yaml").write_text(
+        "optim:\n  custom_keys: {head: {lr_mult: 10.0}, norm: {decay_mult: 0.0}}\ndata:\n  batch_size: 8\n"
+    )
+    (tmp_path / "other.yaml").write_text("train:\n  seed: 3\n")
+    (tmp_path / "mid.yaml").write_text(
+        "_base_: [root.yaml, other.yaml]\noptim:\n  custom_keys: {head: {lr_mult: 5.0}}\n"
+    )
+    (tmp_path / "child.yaml").write_text("_base_: mid.yaml\ndata:\n  batch_size: 2\n")
+    config = load_config(tmp_path / "child.yaml", ["train.seed=4"])
+    assert config["optim"]["custom_keys"] == {"head": {"lr_mult": 5.0}, "norm": {"decay_mult": 0.0}}
+    assert config["data"]["batch_size"] == 2 and config["train"]["seed"] == 4
+    assert config["data"]["workers"] == DEFAULTS["data"]["workers"]
+
+
+def test_delete_of_a_fixed_section_falls_back_to_the_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  _delete_: true\n  lr: 0.5\n")
+    optim = load_config(tmp_path / "c.yaml")["optim"]
+    assert optim["lr"] == 0.5 and {k: v for k, v in optim.items() if k != "lr"} == {
+        k: v for k, v in DEFAULTS["optim"].items() if k != "lr"
+    }
+
+
+def test_switching_the_resize_type_needs_delete(tmp_path):
+    (tmp_path / "bad.yaml").write_text("data:\n  resize: {type: RandomChoiceResize, scales: [256, 512]}\n")
+    with pytest.raises(
+        ValueError, match=r"data.resize: RandomChoiceResize takes scales, max_size, not scale, ratio_range"
+    ):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "good.yaml").write_text(
+        "data:\n  resize: {_delete_: true, type: RandomChoiceResize, scales: [256, 512]}\n"
+    )
+    assert load_config(tmp_path / "good.yaml")["data"]["resize"] == {"type": "RandomChoiceResize", "scales": [256, 512]}
+
+
+def test_unknown_keys_and_cycles_are_named(tmp_path):
+    with pytest.raises(KeyError, match="unknown config key 'data.scale'. Did you mean 'data.resize.scale'?"):
+        load_config(None, ["data.scale=[512, 512]"])
+    with pytest.raises(KeyError, match="'optim.custom_key'"):
+        load_config(None, ["optim.custom_key.head.lr_mult=1"])
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ValueError, match=r"_base_ cycle: a.yaml -> b.yaml -> a.yaml"):
+        load_config(tmp_path / "a.yaml")
