@@ -223,3 +223,26 @@ def test_mmengine_rule_first_matching_key_longest_first():
     assert where["decode_head.transformer_decoder.post_norm.weight"] == head_no_decay  # norm_decay_mult
     assert where["decode_head.pixel_decoder.level_encoding.weight"] == head  # not 'level_embed'
     assert where["decode_head.cls_embed.weight"] == head
+
+
+@pytest.mark.parametrize("name", sorted(NOT_OFFICIAL))
+def test_configs_without_an_official_file_build_the_lrformer_recipe(name):
+    """Bases and the Cityscapes / COCO-Stuff configs: the LRFormer rules, checked on named parameters."""
+    plus = name.startswith("plus")  # the LRFormer+ bases set no model
+    config = load_config(CONFIGS / name, ["model.name=lrformer_t_plus"] if plus else [])
+    model = _meta_model(config)
+    optimizer = build_optimizer(model, config["optim"])
+    where = {n: (round(g["lr"], 12), g["weight_decay"]) for g in optimizer.param_groups for n in g["names"]}
+    scheduler = build_scheduler(optimizer, config["schedule"])
+    end = config["schedule"]["max_iters"] - 1
+    if plus:  # backbone lr x0.1, its norms without decay, no warm-up
+        assert where["backbone.block1.0.norm1.weight"] == (1e-5, 0.0)
+        assert where["backbone.block1.0.attn.q.0.weight"] == (1e-5, 0.05)
+        assert where["decode_head.query_feat.weight"] == (1e-4, 0.0)
+        assert scheduler.lr_lambdas[0](0) == 1.0 and scheduler.lr_lambdas[0](end) == 0.0
+        return
+    assert where["decode_head.conv_seg.weight"] == where["decode_head.fuse_block1.norm1.weight"] == (6e-4, 0.01)
+    assert where["backbone.block1.0.norm1.weight"] == where["backbone.patch_embed2.norm.bias"] == (6e-5, 0.0)
+    assert where["backbone.block1.0.attn.q.0.weight"] == where["backbone.patch_embed1.conv1.1.weight"] == (6e-5, 0.01)
+    assert scheduler.lr_lambdas[0](0) == 1e-6 and scheduler.lr_lambdas[0](1499) == 1.0
+    assert scheduler.lr_lambdas[0](end) == 0.0 and scheduler.lr_lambdas[0](end - 1) > 0
