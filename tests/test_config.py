@@ -72,3 +72,33 @@ def test_unknown_keys_and_cycles_are_named(tmp_path):
     (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
     with pytest.raises(ValueError, match=r"_base_ cycle: a.yaml -> b.yaml -> a.yaml"):
         load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.custom_keys.head.lr_mul=5", "optim.custom_keys.head: unknown field 'lr_mul'. Did you mean 'lr_mult'?"),
+        ("optim.custom_keys.head=null", "optim.custom_keys.head must be a mapping such as"),
+        ('optim.custom_keys={"backbone.block{stg}": {lr_mult: 1}}', r"placeholders are \{stage\} and"),
+        ('optim.custom_keys={"block{block}": {lr_mult: 1}}', r"placeholders are \{stage\} and"),
+        ("optim.custom_keys.head.lr_mult=fast", "optim.custom_keys.head.lr_mult must be a number >= 0"),
+        (
+            "optim.clip_grad.max_norm=0.1",
+            r"'optim.clip_grad' takes a single value, not the mapping \{'max_norm': 0.1\}",
+        ),
+        ("schedule.warmup_iters=1", "use 0 \\(no warm-up\\) or at least 2"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_list_elements_and_test_keys(tmp_path):
+    assert load_config(None, ["data.crop_size.1=640"])["data"]["crop_size"] == [512, 640]
+    assert load_config(None, ["test.scale=[2560, 640]"])["test"] == {"scale": [2560, 640]}
+    with pytest.raises(KeyError, match="unknown config key 'test.scal'. Did you mean 'test.scale'?"):
+        load_config(None, ["test.scal=[2560, 640]"])
+    (tmp_path / "c.yaml").write_text("_base_: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"missing.yaml does not exist \(the _base_ of .*c.yaml\)"):
+        load_config(tmp_path / "c.yaml")

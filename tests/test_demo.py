@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+import torch
 
+import lrformer
 from lrformer.cli.main import main
 from lrformer.data import synthetic
+from lrformer.engine.config import load_config
+from lrformer.engine.optim import build_optimizer
 
 
 def test_synthetic_data_is_deterministic(tmp_path):
@@ -26,3 +32,12 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert len(overlays) == 8
     assert cv2.imread(str(overlays[0])).shape == (128, 3 * 128, 3)
     assert (tmp_path / "work" / "iter_2.pth").is_file()
+
+
+def test_demo_recipe_is_a_plain_lr_for_every_parameter():
+    """demo.yaml replaces the default custom keys (`_delete_`): no 10x head, no decay on norms."""
+    config = load_config(Path(lrformer.__file__).parent / "configs" / "demo.yaml")
+    with torch.device("meta"):
+        model = lrformer.create_model("lrformer_t", num_classes=5)
+    groups = build_optimizer(model, config["optim"]).param_groups
+    assert sorted((g["lr"], g["weight_decay"]) for g in groups) == [(1e-3, 0.0), (1e-3, 0.01)]

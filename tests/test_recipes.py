@@ -156,7 +156,7 @@ def test_every_recipe_field_equals_the_official_config(ours, official, expected)
     assert config["model"]["drop_path_rate"] == backbone["drop_path_rate"]
     head = recipe["decode_head"]
     assert model.num_classes == head["num_classes"] == len(load_spec(data["dataset"]).classes)
-    assert recipe["sync_bn"] is None  # no global SyncBN conversion: only the head's norm_cfg (trainer)
+    assert recipe["sync_bn"] is None and train["sync_bn"] == "decode_head"  # only the head's norm_cfg is SyncBN
     if head["type"] == "LRHead":
         assert head["norm_cfg"]["type"] == "SyncBN" and head["dropout_ratio"] == model.decode_head.dropout.p
         assert recipe["loss_decode"] == {"type": "CrossEntropyLoss", "use_sigmoid": False, "loss_weight": 1.0}

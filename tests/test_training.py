@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -17,6 +20,8 @@ import torch
 import lrformer
 from lrformer.cli.main import main
 from lrformer.data import synthetic
+from lrformer.data.augment import RandomChoiceResize
+from lrformer.data.datasets import load_spec
 from lrformer.engine.config import load_config
 from lrformer.engine.optim import build_optimizer, build_scheduler, lr_factor
 from lrformer.engine.trainer import Trainer, TrainingDiverged
@@ -197,7 +202,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
     script.write_text(textwrap.dedent(SCRIPT))
     base = [f"data.dataset={spec}", f"data.root={root}", "data.resize.scale=[128,64]", "data.crop_size=[64,64]",
             "data.workers=0", "train.device=cpu", "train.log_interval=1", "train.val_interval=0",
-            "train.checkpoint_interval=100", "schedule.max_iters=4", "schedule.warmup_iters=1", "optim.lr=1e-3",
+            "train.checkpoint_interval=100", "schedule.max_iters=4", "schedule.warmup_iters=2", "optim.lr=1e-3",
             "model.drop_path_rate=0.0", f"model.overrides={json.dumps(TINY)}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two, official = tmp_path / "one", tmp_path / "two", tmp_path / "official"
@@ -231,11 +236,34 @@ def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
     assert not np.allclose(losses(official), losses(one), rtol=2e-4, atol=0)
 
 
+PLUS = {"embed_dims": [16, 32, 64, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 4], "feat_channels": 32,
+        "num_queries": 8, "pixel_decoder_layers": 1, "pixel_decoder_heads": 4, "pixel_decoder_points": 2,
+        "pixel_decoder_ffn": 64, "pixel_decoder_gn_groups": 8, "transformer_decoder_layers": 3,
+        "transformer_decoder_heads": 4, "transformer_decoder_ffn": 64, "positional_encoding_num_feats": 16}  # fmt: skip
+
+
+def test_trainer_runs_the_shipped_plus_recipe(tmp_path, tiny_data):
+    """configs/lrformer_t_plus_ade20k.yaml reaches the trainer whole: resize, test pipeline, groups, clipping."""
+    root, spec = tiny_data
+    overrides = [f"data.dataset={spec}", f"data.root={root}", "data.crop_size=[64,64]", "data.workers=0",
+                 "train.device=cpu", "train.val_interval=0", "schedule.max_iters=2", f"model.overrides={json.dumps(PLUS)}"]  # fmt: skip
+    trainer = Trainer(load_config(Path(__file__).parent.parent / "configs" / "lrformer_t_plus_ade20k.yaml", overrides),
+                      tmp_path)  # fmt: skip
+    scales = tuple(int(512 * x * 0.1) for x in range(5, 21))  # the official short sides
+    assert trainer.augment.resize == RandomChoiceResize(scales, 2048)
+    assert trainer.test_config == replace(load_spec(spec).test, pipeline="pad")  # the dataset's scale, "+" pipeline
+    assert {(g["lr_mult"], g["decay_mult"]) for g in trainer.optimizer.param_groups} == {
+        (0.1, 1.0), (0.1, 0.0), (1.0, 1.0), (1.0, 0.0)
+    }  # fmt: skip
+    clipped = []
+    original = torch.nn.utils.clip_grad_norm_
+    with mock.patch.object(torch.nn.utils, "clip_grad_norm_", lambda p, n: clipped.append(n) or original(p, n)):
+        trainer.train()
+    assert clipped == [0.01, 0.01] and trainer.iteration == 2
+
+
 def test_plus_model_trains_with_the_mask2former_objective(tmp_path, tiny_data):
-    plus = {"embed_dims": [16, 32, 64, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 4], "feat_channels": 32,
-            "num_queries": 8, "pixel_decoder_layers": 1, "pixel_decoder_heads": 4, "pixel_decoder_points": 2,
-            "pixel_decoder_ffn": 64, "pixel_decoder_gn_groups": 8, "transformer_decoder_layers": 3,
-            "transformer_decoder_heads": 4, "transformer_decoder_ffn": 64, "positional_encoding_num_feats": 16}  # fmt: skip
+    plus = PLUS
     config = _config(tiny_data)
     config["model"].update(name="lrformer_t_plus", overrides=plus, drop_path_rate=0.0)
     config["schedule"]["max_iters"] = 3

@@ -1,8 +1,9 @@
 """Training configuration: defaults, YAML files (with ``_base_`` inheritance) and ``--set`` overrides.
 
 A config is built in layers, each merged into the one before with :func:`merge` (mmengine's rule):
-the defaults (:data:`DEFAULTS`), then every file of the ``_base_`` chain from the root down, then
-the file itself, then each ``--set key=value`` in order. Mappings merge key by key, so
+the defaults (:data:`DEFAULTS`), then every file of the ``_base_`` chain from the root down (the
+files of a ``_base_`` list in order, a later one overriding an earlier one where mmengine would
+reject keys shared between them), then the file itself, then each ``--set key=value`` in order. Mappings merge key by key, so
 ``--set optim.custom_keys.head.lr_mult=5`` changes one multiplier and keeps every other custom key;
 a mapping holding ``_delete_: true`` replaces the mapping below it instead.
 
@@ -14,13 +15,16 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..data.augment import RESIZE_KEYS, build_resize
+from ..inference.predictor import InferenceConfig
 from ..utils import did_you_mean
+from .optim import check_custom_keys
 
 DEFAULTS: dict[str, Any] = {
     "model": {
@@ -95,7 +99,10 @@ def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-VALID_KEYS = _flat_keys(DEFAULTS) + [f"data.resize.{key}" for key in RESIZE_KEYS]
+TEST_KEYS = tuple(f.name for f in fields(InferenceConfig))
+"""Keys of the ``test`` section: the test-time settings used for validation."""
+
+VALID_KEYS = _flat_keys(DEFAULTS) + [f"data.resize.{key}" for key in RESIZE_KEYS] + [f"test.{k}" for k in TEST_KEYS]
 
 
 def unknown_key(key: str) -> KeyError:
@@ -107,7 +114,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
     A mapping in ``update`` is merged key by key into the mapping at the same place in ``base``
     (recursively), unless it holds ``_delete_: true``: then it replaces it, like any other value.
-    ``_delete_`` markers do not appear in the result.
+    A mapping of indices (``{"0": 640}``) sets elements of a list. ``_delete_`` markers do not
+    appear in the result.
     """
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -115,9 +123,16 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get(DELETE_KEY, False):
             out[key] = merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), list) and _indices(value, len(out[key])):
+            for index, item in value.items():  # --set data.crop_size.0=640: one element of a list
+                out[key][int(index)] = _without_delete(item)
         else:
             out[key] = _without_delete(value)
     return out
+
+
+def _indices(update: dict[str, Any], length: int) -> bool:
+    return all(str(k).isdigit() and int(k) < length for k in update)
 
 
 def _without_delete(value: Any) -> Any:
@@ -166,7 +181,8 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
     folder), root first, then ``path``'s own."""
     path = Path(os.path.abspath(path))
     if not path.is_file():
-        raise FileNotFoundError(f"config {path} does not exist")
+        referrer = f" (the _base_ of {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"config {path} does not exist{referrer}")
     if path in chain:
         cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
         raise ValueError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
@@ -181,13 +197,23 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
 
 
 def check(config: dict[str, Any]) -> dict[str, Any]:
-    """Reject unknown keys (naming the closest valid one) and fill in the keys a ``_delete_``
-    removed from a section of fixed keys; the resize transform is validated too."""
+    """Reject unknown keys (naming the closest valid one) and mappings where a value belongs, fill
+    in the keys a ``_delete_`` removed from a section of fixed keys; validate the free-form
+    sections (resize transform, custom keys, test settings) and the warm-up length."""
     _check_section(config, DEFAULTS, "")
     try:
         build_resize(config["data"]["resize"])
     except ValueError as exc:
         raise ValueError(f"data.resize: {exc}") from None
+    check_custom_keys(config["optim"]["custom_keys"])
+    for key in config["test"]:
+        if key not in TEST_KEYS:
+            raise unknown_key(f"test.{key}")
+    if config["schedule"]["warmup_iters"] == 1:
+        raise ValueError(
+            "schedule.warmup_iters is 1: mmengine's LinearLR over one iteration never reaches the full rate; "
+            "use 0 (no warm-up) or at least 2"
+        )
     return config
 
 
@@ -204,3 +230,8 @@ def _check_section(section: dict[str, Any], defaults: dict[str, Any], prefix: st
                 raise ValueError(f"config key {path!r} must be a mapping, got {section[key]!r}")
             if path not in FREE_FORM:
                 _check_section(section[key], default, path + ".")
+        elif isinstance(section[key], dict):
+            raise ValueError(
+                f"config key {path!r} takes a single value, not the mapping {section[key]!r} "
+                f"(e.g. --set {path}={default!r})"
+            )

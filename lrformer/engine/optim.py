@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..utils import did_you_mean
+
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 """Modules whose parameters ``norm_decay_mult`` applies to (mmengine's ``is_norm``)."""
 
@@ -24,10 +26,9 @@ def expand_custom_keys(custom_keys: dict[str, dict[str, float]], depths: Sequenc
     ``backbone.block4.2.norm`` for depths (2, 2, 6, 3): the keys the official LRFormer+ configs
     build with a comprehension. Keys without placeholders are kept as they are.
     """
+    check_custom_keys(custom_keys)
     expanded: dict[str, dict[str, float]] = {}
     for key, settings in custom_keys.items():
-        if "{block}" in key and "{stage}" not in key:
-            raise ValueError(f"custom key {key!r}: {{block}} needs {{stage}} as well")
         if "{stage}" not in key:
             expanded[key] = settings
             continue
@@ -36,6 +37,28 @@ def expand_custom_keys(custom_keys: dict[str, dict[str, float]], depths: Sequenc
             for block in blocks:
                 expanded[key.replace("{stage}", str(stage)).replace("{block}", str(block))] = settings
     return expanded
+
+
+CUSTOM_KEY_FIELDS = ("lr_mult", "decay_mult")
+
+
+def check_custom_keys(custom_keys: dict[str, dict[str, float]]) -> None:
+    """Raise ``ValueError`` naming the key for a custom key that is not ``{lr_mult, decay_mult}``
+    (numbers) or has placeholders other than ``{stage}`` and ``{stage}``+``{block}``."""
+    for key, settings in custom_keys.items():
+        where = f"optim.custom_keys.{key}"
+        if not isinstance(settings, dict):
+            raise ValueError(f"{where} must be a mapping such as {{lr_mult: 0.1, decay_mult: 0.0}}, got {settings!r}")
+        for name, value in settings.items():
+            if name not in CUSTOM_KEY_FIELDS:
+                raise ValueError(f"{where}: unknown field {name!r}.{did_you_mean(name, CUSTOM_KEY_FIELDS)} "
+                                 f"Valid: {', '.join(CUSTOM_KEY_FIELDS)}.")  # fmt: skip
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{where}.{name} must be a number >= 0, got {value!r}")
+        rest = str(key).replace("{stage}", "").replace("{block}", "")
+        if "{" in rest or "}" in rest or ("{block}" in key and "{stage}" not in key):
+            raise ValueError(f"{where}: placeholders are {{stage}} and {{stage}} with {{block}}, e.g. "
+                             "backbone.block{stage}.{block}.norm")  # fmt: skip
 
 
 def custom_key_for(name: str, custom_keys: dict[str, dict[str, float]]) -> str | None:

@@ -109,7 +109,10 @@ class Trainer:
         self.objective: torch.nn.Module = TrainingObjective(self.model, spec.ignore_index)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+            # mmengine's wrapper: no buffer broadcast, so per-process BatchNorm statistics stay each rank's own
+            self.objective = torch.nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=ids, broadcast_buffers=False
+            )
         if train_cfg["compile"]:
             self.objective = torch.compile(self.objective)
         self.iteration = 0
