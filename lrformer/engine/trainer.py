@@ -94,13 +94,13 @@ class Trainer:
         if self.dist.enabled:
             self.model = synchronise_batchnorm(self.model, self.device, train_cfg["sync_bn"])
         self.optimizer = build_optimizer(self.model, config["optim"])
-        self.scheduler = build_scheduler(self.optimizer, config["schedule"])
         if self.dist.is_main:
             for group in self.optimizer.param_groups:
                 logger.info(
                     "parameter group: %d tensors, lr %.3g (x%g), weight decay %.3g (x%g)", len(group["params"]),
                     group["lr"], group["lr_mult"], group["weight_decay"], group["decay_mult"],
                 )  # fmt: skip
+        self.scheduler = build_scheduler(self.optimizer, config["schedule"])
         amp = train_cfg["amp"]
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"train.amp must be null, bf16 or fp16, got {amp!r}")
