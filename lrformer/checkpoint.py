@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ CLASSIFIER_PREFIXES = ("head.",)
 """Keys of ImageNet classification heads, ignored when a backbone-only file is loaded."""
 
 
-class CheckpointMismatchError(RuntimeError):
-    """Raised by a strict load when keys or shapes differ; the message lists them all."""
+class CheckpointMismatchError(CheckpointError, RuntimeError):
+    """Raised by a strict load when keys or shapes differ; the message lists them all, ``summary``
+    says it in one line."""
 
 
 @dataclass
@@ -54,8 +56,15 @@ def _download(url: str) -> Path:
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     target = CACHE_DIR / f"{digest}_{Path(url.split('?')[0]).name}"
     if not target.exists():
-        with atomic_path(target) as tmp:
-            torch.hub.download_url_to_file(url, str(tmp), progress=True)
+        try:
+            with atomic_path(target) as tmp:
+                torch.hub.download_url_to_file(url, str(tmp), progress=True)
+        except Exception as exc:  # URLError, HTTPError, timeouts, unknown schemes, a full disk
+            reason = getattr(exc, "reason", None) or exc
+            raise CheckpointError(
+                f"cannot download {url}: {reason}; check the address and the network, or download the file "
+                "yourself and pass its local path"
+            ) from exc
     return target
 
 
@@ -71,13 +80,19 @@ def read_state_dict(path_or_url: str | Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals(_numpy_metadata_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors carry unhelpful messages
-        raise RuntimeError(
+        error = CheckpointError(
             f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}\n"
             "A file saved with torch.save loads when it holds tensors, numbers, strings and containers "
             "(numpy scalars in its metadata are accepted too). If the file is from a source you trust and "
             "its metadata holds other objects, re-save only its weights: "
             "torch.save({'state_dict': torch.load(PATH, weights_only=False)['state_dict']}, NEW_PATH)"
-        ) from exc
+        )
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error.summary = (
+            f"cannot read checkpoint {path}: {first[:200]}; it is damaged, not a torch.save file, or holds objects "
+            "other than tensors and plain data (--debug says how to re-save a trusted file)"
+        )
+        raise error from exc
     return unwrap_state_dict(obj, source=str(path))
 
 
@@ -98,7 +113,9 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.T
             obj = obj[wrapper]
             break
     if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{source}: no state dict found (expected tensors, or a dict with 'state_dict' or 'model')")
+        raise CheckpointError(
+            f"{source}: no state dict found (expected tensors, or a dict with 'state_dict' or 'model')"
+        )
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
@@ -218,7 +235,14 @@ def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any
         if key not in state and not (backbone_only and not key.startswith("backbone.")):
             report.missing[key] = _shape(value)
     if not report.ok and strict:
-        raise CheckpointMismatchError(mismatch_message(report, source, model, state))
+        error = CheckpointMismatchError(mismatch_message(report, source, model, state))
+        count = len(report.missing) + len(report.unexpected) + len(report.mismatched)
+        name = getattr(model, "config", {}).get("name") or type(model).__name__
+        error.summary = (
+            f"checkpoint {source} does not match the model ({name}): {count} key(s) differ. {guess_variant(state)} "
+            "(--debug lists every key)"
+        )
+        raise error
     loadable = {
         k: v.to(own[k].dtype) if v.is_floating_point() else v
         for k, v in state.items()

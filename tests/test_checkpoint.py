@@ -7,6 +7,7 @@ import torch
 
 import lrformer
 from lrformer.checkpoint import CheckpointMismatchError
+from lrformer.errors import CheckpointError
 
 from .conftest import DATA
 
@@ -109,7 +110,7 @@ def test_mismatch_message_names_the_variant_the_file_looks_like(tmp_path):
 def test_unreadable_and_missing_files_give_clear_errors(tmp_path, tiny_cases):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=r"cannot read checkpoint .*bad.pth"):
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*bad.pth"):
         lrformer.load_checkpoint(_fresh(tiny_cases), bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         lrformer.load_checkpoint(_fresh(tiny_cases), tmp_path / "nope.pth")

@@ -36,7 +36,9 @@ def test_demo_runs_offline(tmp_path, capsys):
 
 def test_demo_recipe_is_a_plain_lr_for_every_parameter():
     """demo.yaml replaces the default custom keys (`_delete_`): no 10x head, no decay on norms."""
-    config = load_config(Path(lrformer.__file__).parent / "configs" / "demo.yaml")
+    config = load_config(
+        Path(lrformer.__file__).parent / "configs" / "demo.yaml", ["data.dataset=d.yaml", "data.root=."]
+    )
     with torch.device("meta"):
         model = lrformer.create_model("lrformer_t", num_classes=5)
     groups = build_optimizer(model, config["optim"]).param_groups

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 COMMANDS = {
     "flops": "lrformer.cli.flops",
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrformer", description="LRFormer semantic segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"lrformer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also LRFORMER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -34,14 +37,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a sub-command; any exception becomes one line ``lrformer COMMAND: error: ...`` and exit code 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    module = importlib.import_module(COMMANDS[args.command])
+    debug = args.debug or os.environ.get("LRFORMER_DEBUG", "") not in ("", "0")
     try:
+        module = importlib.import_module(COMMANDS[args.command])
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"lrformer {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"lrformer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the error boundary: one line, the traceback only on request
+        if debug:
+            traceback.print_exc()
+        print(f"lrformer {args.command}: error: {describe(exc, debug)}", file=sys.stderr)
         return 2
+
+
+def describe(exc: BaseException, debug: bool = False) -> str:
+    """One line for an exception: the message of a user's mistake, or an internal error to report."""
+    from ..errors import LRFormerError
+
+    message = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, LRFormerError) and exc.summary and not debug:
+        return exc.summary
+    user = isinstance(exc, (LRFormerError, ValueError, OSError, KeyError)) and not isinstance(exc, UnicodeError)
+    if isinstance(exc, KeyError) and exc.args:
+        message = str(exc.args[0])
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+        message = f"{exc.filename}: {exc.strerror or message}"
+    lines = message.splitlines()
+    line = lines[0] + (" (--debug shows the full message)" if len(lines) > 1 and not debug else "")
+    if not user:
+        return (
+            f"internal error: {type(exc).__name__}: {line} (rerun with --debug for the traceback, and please report it)"
+        )
+    return line
 
 
 if __name__ == "__main__":

@@ -28,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.distributed import shutdown
     from ..engine.trainer import Trainer
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except KeyError as exc:
-        raise ValueError(exc.args[0]) from None
+    config = load_config(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
     try:
         last = Trainer(config, work_dir, resume=args.resume).train()

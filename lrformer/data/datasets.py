@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from ..inference.predictor import InferenceConfig
 from .palettes import DATASETS as PALETTES
 
@@ -101,7 +102,7 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
     )  # fmt: skip
 
 
-class LabelValueError(ValueError):
+class LabelValueError(InputError):
     """A label map holds a value that is neither a class index nor the ignore index."""
 
 

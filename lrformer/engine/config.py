@@ -22,9 +22,11 @@ from typing import Any
 import yaml
 
 from ..data.augment import RESIZE_KEYS, build_resize
+from ..errors import ConfigError
 from ..inference.predictor import InferenceConfig
 from ..utils import did_you_mean
 from .optim import check_custom_keys
+from .schema import check_values
 
 DEFAULTS: dict[str, Any] = {
     "model": {
@@ -105,8 +107,15 @@ TEST_KEYS = tuple(f.name for f in fields(InferenceConfig))
 VALID_KEYS = _flat_keys(DEFAULTS) + [f"data.resize.{key}" for key in RESIZE_KEYS] + [f"test.{k}" for k in TEST_KEYS]
 
 
-def unknown_key(key: str) -> KeyError:
-    return KeyError(f"unknown config key {key!r}.{did_you_mean(key, VALID_KEYS, cutoff=0.5)}")
+class UnknownKeyError(ConfigError, KeyError):
+    """A config key that does not exist (a ``KeyError`` too, for callers that catch that)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def unknown_key(key: str) -> UnknownKeyError:
+    return UnknownKeyError(f"unknown config key {key!r}.{did_you_mean(key, VALID_KEYS, cutoff=0.5)}")
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +163,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str,
 def _set_layer(item: str) -> dict[str, Any]:
     """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}``."""
     if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
+        raise ConfigError(f"--set expects key=value, got {item!r}; e.g. --set optim.lr=1e-4")
     key, text = item.split("=", 1)
     layer: dict[str, Any] = {}
     node = layer
@@ -167,7 +176,14 @@ def _set_layer(item: str) -> dict[str, Any]:
 
 def _parse_value(text: str) -> Any:
     """YAML value of a ``--set`` override; ``1e-3`` (a string to YAML 1.1) is read as a number."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise ConfigError(
+            f"--set value {text!r} is not valid YAML ({problem}); write lists as [1, 2], mappings as "
+            "{key: value}, and quote the whole --set argument in the shell"
+        ) from None
     if isinstance(value, str):
         try:
             return float(value)
@@ -185,10 +201,15 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
         raise FileNotFoundError(f"config {path} does not exist{referrer}")
     if path in chain:
         cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
-        raise ValueError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config must be a mapping")
+        raise ConfigError(f"config {path} must be a mapping of sections (model:, data:, optim:, ...)")
     bases = data.pop("_base_", None) or []
     layers = []
     for base in [bases] if isinstance(bases, str) else bases:
@@ -201,16 +222,17 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     in the keys a ``_delete_`` removed from a section of fixed keys; validate the free-form
     sections (resize transform, custom keys, test settings) and the warm-up length."""
     _check_section(config, DEFAULTS, "")
+    check_values(config, DEFAULTS)
     try:
         build_resize(config["data"]["resize"])
     except ValueError as exc:
-        raise ValueError(f"data.resize: {exc}") from None
+        raise ConfigError(f"data.resize: {exc}") from None
     check_custom_keys(config["optim"]["custom_keys"])
     for key in config["test"]:
         if key not in TEST_KEYS:
             raise unknown_key(f"test.{key}")
     if config["schedule"]["warmup_iters"] == 1:
-        raise ValueError(
+        raise ConfigError(
             "schedule.warmup_iters is 1: mmengine's LinearLR over one iteration never reaches the full rate; "
             "use 0 (no warm-up) or at least 2"
         )
@@ -227,11 +249,11 @@ def _check_section(section: dict[str, Any], defaults: dict[str, Any], prefix: st
             section[key] = copy.deepcopy(default)
         elif isinstance(default, dict):
             if not isinstance(section[key], dict):
-                raise ValueError(f"config key {path!r} must be a mapping, got {section[key]!r}")
+                raise ConfigError(f"config key {path!r} must be a mapping, got {section[key]!r}")
             if path not in FREE_FORM:
                 _check_section(section[key], default, path + ".")
         elif isinstance(section[key], dict):
-            raise ValueError(
+            raise ConfigError(
                 f"config key {path!r} takes a single value, not the mapping {section[key]!r} "
                 f"(e.g. --set {path}={default!r})"
             )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -42,10 +44,27 @@ def init_distributed(device: str = "cpu") -> DistInfo:
 
 
 def device_for(device: str, info: DistInfo) -> torch.device:
-    """``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun; other devices are unchanged."""
+    """``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun; other devices are unchanged.
+
+    Raises :class:`~lrformer.errors.ConfigError` for a device this machine does not have.
+    """
+    check_device(device)
     if str(device) == "cuda" and info.enabled:
         return torch.device("cuda", info.local_rank)
     return torch.device(device)
+
+
+def check_device(device: str) -> None:
+    """Refuse, with the fix, a CUDA or MPS device PyTorch cannot use here."""
+    device = str(device)
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            have = f"only {count} CUDA device(s)" if count else "no CUDA GPU (a CPU build of PyTorch, or no driver)"
+            raise ConfigError(f"train.device is {device!r} but PyTorch sees {have}: use --set train.device=cpu")
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device is 'mps' but this machine has no usable MPS device: use --set train.device=cpu")
 
 
 def shutdown() -> None:

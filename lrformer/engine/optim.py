@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..utils import did_you_mean
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -48,16 +49,16 @@ def check_custom_keys(custom_keys: dict[str, dict[str, float]]) -> None:
     for key, settings in custom_keys.items():
         where = f"optim.custom_keys.{key}"
         if not isinstance(settings, dict):
-            raise ValueError(f"{where} must be a mapping such as {{lr_mult: 0.1, decay_mult: 0.0}}, got {settings!r}")
+            raise ConfigError(f"{where} must be a mapping such as {{lr_mult: 0.1, decay_mult: 0.0}}, got {settings!r}")
         for name, value in settings.items():
             if name not in CUSTOM_KEY_FIELDS:
-                raise ValueError(f"{where}: unknown field {name!r}.{did_you_mean(name, CUSTOM_KEY_FIELDS)} "
+                raise ConfigError(f"{where}: unknown field {name!r}.{did_you_mean(name, CUSTOM_KEY_FIELDS)} "
                                  f"Valid: {', '.join(CUSTOM_KEY_FIELDS)}.")  # fmt: skip
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{where}.{name} must be a number >= 0, got {value!r}")
+                raise ConfigError(f"{where}.{name} must be a number >= 0, got {value!r}")
         rest = str(key).replace("{stage}", "").replace("{block}", "")
         if "{" in rest or "}" in rest or ("{block}" in key and "{stage}" not in key):
-            raise ValueError(f"{where}: placeholders are {{stage}} and {{stage}} with {{block}}, e.g. "
+            raise ConfigError(f"{where}: placeholders are {{stage}} and {{stage}} with {{block}}, e.g. "
                              "backbone.block{stage}.{block}.norm")  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from ..models import create_model
 from ..utils import peak_memory_mb
 from . import checkpointing
 from .data import AugmentedDataset, batches
-from .distributed import device_for, init_distributed
+from .distributed import check_device, device_for, init_distributed
 from .losses import TrainingObjective
 from .optim import build_optimizer, build_scheduler
 from .sync_bn import SYNC_BN_SCOPES, synchronise_batchnorm
@@ -63,6 +63,7 @@ class Trainer:
         train_cfg, data_cfg = config["train"], config["data"]
         if train_cfg["sync_bn"] not in SYNC_BN_SCOPES:
             raise ValueError(f"train.sync_bn must be one of {', '.join(SYNC_BN_SCOPES)}, got {train_cfg['sync_bn']!r}")
+        check_device(train_cfg["device"])  # before joining a process group
         self.dist = init_distributed(train_cfg["device"])
         self.device = device_for(train_cfg["device"], self.dist)
         torch.manual_seed(train_cfg["seed"] + self.dist.rank)

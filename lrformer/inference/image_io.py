@@ -9,13 +9,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from ..utils import atomic_path
 
 ImageInput = Union[str, Path, np.ndarray, Image.Image]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An input that is not a readable image; the message names the file and the reason."""
 
 
