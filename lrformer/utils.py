@@ -27,20 +27,51 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+TEMP_MARK = ".tmp"
+"""Temporary files of :func:`atomic_path` are named ``.<stem>.<random>.tmp<suffix>``."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
 
-    A crash or an exception leaves any existing ``path`` untouched and removes the temporary file.
-    The temporary name keeps the suffix so that writers choosing a format by extension work.
+    A crash or an exception leaves any existing ``path`` untouched and removes the temporary file
+    (a ``kill -9`` leaves it: :func:`remove_stale_temporaries`). The data is flushed to disk
+    (``fsync``) before the rename, so a full disk fails here instead of leaving a truncated file,
+    and the file gets the permissions a plain ``open`` would give (``0o666`` less the umask). The
+    temporary name keeps the suffix so that writers choosing a format by extension work.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`); errors such as a full disk raise."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+
+
+def remove_stale_temporaries(folder: str | Path, suffix: str) -> list[Path]:
+    """Delete the temporary files killed :func:`atomic_path` writers left in ``folder`` (those ending
+    in ``.tmp<suffix>``, e.g. ``.iter_8.k3j2.tmp.pth``); returns them."""
+    stale = sorted(Path(folder).glob(f".*{TEMP_MARK}{suffix}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
@@ -29,33 +28,89 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[tuple[Path, str]], list[str]]:
-    """Expand files, folders and globs into ``(path, output name)`` pairs, plus error messages."""
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str], list[str]]:
+    """Expand files, folders (recursive) and globs into image files, each once.
+
+    Returns:
+        ``(files, errors, notes)``: the files in input order, one error per input that yields no
+        image, and one note per symbolic link skipped (loops, broken links).
+    """
+    from ..files import GLOB_CHARS, glob_files, walk_files
     from ..inference.image_io import IMAGE_SUFFIXES
 
-    items: list[tuple[Path, str]] = []
+    def is_image(path: Path) -> bool:
+        return path.suffix.lower() in IMAGE_SUFFIXES
+
+    files: list[Path] = []
     errors: list[str] = []
+    notes: list[str] = []
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            items += [(p, str(p.relative_to(path).with_suffix(""))) for p in files]
-            if not files:
+            found, skipped = walk_files(path, is_image)
+            if not found:
                 errors.append(f"{entry}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
-            items.append((path, path.stem))
+            found, skipped = [path], []
+        elif any(c in entry for c in GLOB_CHARS):
+            found, skipped = glob_files(entry, is_image)
+            if not found:
+                errors.append(f"{entry}: no image matches this pattern")
         else:
-            matches = sorted(Path(p) for p in glob.glob(entry, recursive=True) if Path(p).is_file())
-            items += [(p, p.stem) for p in matches]
-            if not matches:
-                errors.append(f"{entry}: no such file, folder or glob match")
-    seen: dict[str, int] = {}
-    unique = []
-    for path, name in items:  # two inputs with the same name get _1, _2 ... suffixes
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        unique.append((path, name if count == 0 else f"{name}_{count}"))
-    return unique, errors
+            found, skipped = [], []
+            errors.append(f"{entry}: no such file or folder")
+        files += found
+        notes += skipped
+    unique = list(dict.fromkeys(Path(os.path.abspath(f)) for f in files))  # an image given twice runs once
+    return unique, errors, notes
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """Output names (without suffix) that cannot collide: each file's path relative to the deepest
+    folder holding all the inputs, without its suffix (``d1/a.png`` → ``d1/a``); if two inputs
+    differ only by suffix, every name keeps its suffix (``d1/a.png``), unique as the paths are."""
+    if not files:
+        return []
+    root = Path(os.path.commonpath([str(f.parent) for f in files]))
+    relative = [f.relative_to(root) for f in files]
+    stems = [str(r.with_suffix("")) for r in relative]
+    return stems if len(set(stems)) == len(stems) else [str(r) for r in relative]
+
+
+def output_paths(out: Path, name: str) -> tuple[Path, Path]:
+    """The label map and the overlay written for an input named ``name``."""
+    return out / f"{name}.png", out / f"{name}_overlay.jpg"
+
+
+def check_output_folder(out: Path, inputs: list[str], files: list[Path], names: list[str]) -> None:
+    """Refuse an ``--out`` that is a file, sits inside an input folder, would overwrite an input,
+    or cannot be written to; create it otherwise."""
+    import tempfile
+
+    from ..errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder (it is created if missing)")
+    real_out = os.path.realpath(out)
+    for entry in inputs:
+        if Path(entry).is_dir():
+            folder = os.path.realpath(entry)
+            if real_out == folder or real_out.startswith(folder + os.sep):
+                raise InputError(
+                    f"--out {out} is inside the input folder {entry}: outputs would mix with the images (and be "
+                    f"read as inputs next time); choose a folder outside it, e.g. --out {entry.rstrip('/')}_segmented"
+                )
+    real_inputs = {os.path.realpath(f) for f in files}
+    for name in names:
+        for path in output_paths(out, name):
+            if os.path.realpath(path) in real_inputs:
+                raise InputError(f"--out {out} would overwrite the input {path}; choose another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to --out {out} ({exc.strerror or exc}); choose a folder you can write to") from None
 
 
 class _Images:
@@ -103,15 +158,21 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from ..errors import InputError
     from ..inference import Predictor, overlay, save_image, save_label_png
     from ..inference.predictor import model_defaults
     from .common import inference_config, load_model
 
-    items, errors = collect_inputs(args.inputs)
+    files, errors, notes = collect_inputs(args.inputs)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    names = output_names(files)
+    out = Path(args.out)
+    check_output_folder(out, args.inputs, files, names)  # before the model is loaded and run
+    items = list(zip(files, names))
     model = load_model(args)
     predictor = Predictor(model, inference_config(args, model_defaults(model)), device=args.device)
     palette = resolve_palette(args.palette or default_palette(predictor.num_classes), predictor.num_classes)
-    out = Path(args.out)
     loader = torch.utils.data.DataLoader(
         _Images(items, predictor.config), batch_size=args.batch_size, num_workers=args.workers,
         collate_fn=list, shuffle=False,
@@ -126,9 +187,16 @@ def run(args: argparse.Namespace) -> int:
             good = [b for b in batch if b[3] is None]
             labels = predictor.predict_prepared([b[2] for b in good], args.batch_size) if good else []
             for (_, name, prepared, _), label in zip(good, labels):
-                save_label_png(out / f"{name}.png", label, palette)
-                if not args.no_overlay:
-                    save_image(out / f"{name}_overlay.jpg", overlay(prepared.bgr, label, palette, args.opacity))
+                label_path, overlay_path = output_paths(out, name)
+                try:
+                    save_label_png(label_path, label, palette)
+                    if not args.no_overlay:
+                        save_image(overlay_path, overlay(prepared.bgr, label, palette, args.opacity))
+                except OSError as exc:  # a full disk, a folder removed meanwhile: stop, keep what is done
+                    raise InputError(
+                        f"cannot write {exc.filename or label_path} ({exc.strerror or exc}): free some space or "
+                        f"choose another --out and rerun; the {done} finished image(s) are complete"
+                    ) from exc
                 done += 1
             bar.update(len(batch))
             bar.set_postfix(failed=len(errors))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Union
 
@@ -10,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..utils import atomic_path
+from ..utils import write_bytes_atomic
 
 ImageInput = Union[str, Path, np.ndarray, Image.Image]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
@@ -92,8 +93,9 @@ def save_label_png(path: str | Path, label: np.ndarray, palette: np.ndarray | No
             flat = np.zeros((256, 3), dtype=np.uint8)
             flat[: len(palette)] = palette
             image.putpalette(flat.flatten().tolist())
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def save_image(path: str | Path, image_bgr: np.ndarray, quality: int = 90) -> None:
@@ -103,5 +105,4 @@ def save_image(path: str | Path, image_bgr: np.ndarray, quality: int = 90) -> No
     ok, encoded = cv2.imencode(path.suffix, image_bgr, params)
     if not ok:
         raise OSError(f"cannot encode {path}")
-    with atomic_path(path) as tmp:
-        encoded.tofile(tmp)
+    write_bytes_atomic(path, encoded.tobytes())
