@@ -8,6 +8,26 @@ from dataclasses import replace
 from ..inference import MMSEG_TTA_RATIOS, InferenceConfig
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l) or a model YAML/JSON")
     parser.add_argument("--weights", default=None, help="checkpoint path or URL (released, or saved by lrformer train)")
@@ -30,11 +50,15 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     """Test-time pipeline options; ``None`` defaults mean 'the model's / dataset's official setting'."""
     group = parser.add_argument_group("test-time pipeline (SPEC §7)")
     group.add_argument("--mode", choices=("whole", "slide"), default=None, help="whole image or sliding windows")
-    group.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), default=None, help="window size (slide)")
-    group.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), default=None, help="window step (slide)")
-    group.add_argument("--scale", nargs=2, type=int, metavar=("LONG", "SHORT"), default=None,
+    group.add_argument(
+        "--crop", nargs=2, type=positive_int, metavar=("H", "W"), default=None, help="window size (slide)"
+    )
+    group.add_argument(
+        "--stride", nargs=2, type=positive_int, metavar=("H", "W"), default=None, help="window step (slide)"
+    )
+    group.add_argument("--scale", nargs=2, type=positive_int, metavar=("LONG", "SHORT"), default=None,
                        help="keep-ratio resize bound (default 2048 512)")  # fmt: skip
-    group.add_argument("--size-divisor", type=int, default=None, help="alignment multiple (default 32)")
+    group.add_argument("--size-divisor", type=positive_int, default=None, help="alignment multiple (default 32)")
     group.add_argument(
         "--pipeline",
         choices=("align", "pad"),

@@ -9,9 +9,11 @@ HELP = "convert Cityscapes / COCO-Stuff labels to train ids"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .common import positive_int
+
     parser.add_argument("kind", choices=("cityscapes", "cocostuff"))
     parser.add_argument("root", help="dataset root (holding gtFine/ or annotations/)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
     parser.epilog = "example: lrformer convert cityscapes data/cityscapes"
 

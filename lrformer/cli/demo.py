@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"schedule.max_iters={args.iters}")
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", overrides)
     print(f"[2/3] training LRFormer-T for {config['schedule']['max_iters']} iterations on {args.device}")
-    trainer = Trainer(config, args.work_dir)
+    trainer = Trainer(config, args.work_dir, force=True)  # a re-run replaces the previous demo run
     trainer.train()
     print("[3/3] evaluating on the validation images and drawing overlays")
     dataset = SegmentationDataset(load_spec(spec_path), data_dir, "val")

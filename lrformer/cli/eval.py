@@ -9,15 +9,15 @@ HELP = "evaluate mIoU on ADE20K, Cityscapes, COCO-Stuff or a dataset described i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments, add_test_arguments
+    from .common import add_model_arguments, add_test_arguments, non_negative_int, positive_int
 
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="ade20k | cityscapes | cocostuff | path to a dataset YAML")
     parser.add_argument("--data-root", required=True, help="folder holding the dataset")
     parser.add_argument("--split", default="val", help="split (default val)")
     add_test_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward pass")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images (or windows) per forward pass")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.epilog = (
         "example: lrformer eval --model lrformer_t --weights lrformer_t_ade20k.pth --data ade20k --data-root data/\n"

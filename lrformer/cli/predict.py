@@ -12,14 +12,16 @@ EXAMPLE = "example: lrformer predict --model lrformer_t --weights lrformer_t_ade
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments, add_test_arguments
+    from .common import add_model_arguments, add_test_arguments, non_negative_int, positive_int
 
     add_model_arguments(parser)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
     parser.add_argument("--out", required=True, help="output folder")
     add_test_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward pass")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding processes")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images (or windows) per forward pass")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1), help="image-decoding processes"
+    )
     parser.add_argument("--palette", default=None,
                         help="ade20k | cityscapes | cocostuff | random | a dataset YAML with a palette "
                         "(default: from the class count: 150 ade20k, 19 cityscapes, 171 cocostuff, else random)")  # fmt: skip
@@ -110,7 +112,9 @@ def check_output_folder(out: Path, inputs: list[str], files: list[Path], names: 
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to --out {out} ({exc.strerror or exc}); choose a folder you can write to") from None
+        raise InputError(
+            f"cannot write to --out {out} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
 
 
 class _Images:

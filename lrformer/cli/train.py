@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set optim.lr=1e-4 --set data.root=/data")  # fmt: skip
     parser.add_argument("--work-dir", default=None, help="checkpoints and logs (default work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                        help="continue from CKPT, or from the latest checkpoint in the work dir")  # fmt: skip
+                        help="continue from CKPT, or from the newest readable checkpoint in the work dir")  # fmt: skip
+    parser.add_argument("--force", action="store_true",
+                        help="delete the checkpoints and logs of an earlier run in the work dir and start over")  # fmt: skip
     parser.epilog = (
         "examples:\n  lrformer train configs/lrformer_t_ade20k.yaml --set data.root=data/\n"
         "  torchrun --nproc-per-node 8 -m lrformer train configs/lrformer_b_ade20k.yaml --resume"
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
     try:
-        last = Trainer(config, work_dir, resume=args.resume).train()
+        last = Trainer(config, work_dir, resume=args.resume, force=args.force).train()
     finally:
         shutdown()
     print(f"done: last checkpoint {last}")

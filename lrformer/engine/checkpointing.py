@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
 from ..utils import atomic_path
 
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
@@ -24,15 +25,39 @@ def iteration_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest(work_dir: Path) -> Path | None:
-    checkpoints = iteration_checkpoints(work_dir)
-    return checkpoints[-1][1] if checkpoints else None
-
-
-def prune(work_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` iteration checkpoints (the best one is a separate file)."""
-    for _, path in iteration_checkpoints(work_dir)[:-keep] if keep > 0 else []:
+def prune(work_dir: Path, keep: int, up_to: int) -> None:
+    """Delete all but the newest ``keep`` iteration checkpoints up to iteration ``up_to`` (the
+    current run's); later ones (a run resumed from an older file) and the best one are kept."""
+    own = [path for iteration, path in iteration_checkpoints(work_dir) if iteration <= up_to]
+    for path in own[:-keep] if keep > 0 else []:
         path.unlink(missing_ok=True)
+
+
+TRAINING_KEYS = ("state_dict", "optimizer", "scheduler", "scaler", "iteration", "best_miou", "rng")
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """A checkpoint written by the trainer, loaded without executing code (``weights_only``).
+
+    Raises :class:`~lrformer.errors.CheckpointError` naming the file when it is missing, damaged,
+    unsafe (pickled code) or not a training checkpoint.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(f"--resume {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, a pickle with code in it
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(
+            f"{path} cannot be read as a training checkpoint ({reason}); it is damaged or not from lrformer train"
+        ) from None
+    missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of lrformer train (no {', '.join(missing)}): to start from its "
+            f"weights, use --set model.pretrained={path} (whole model) or model.backbone_checkpoint"
+        )
+    return state
 
 
 def save_best(work_dir: Path, state: dict[str, Any], iteration: int) -> Path:

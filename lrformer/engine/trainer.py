@@ -18,16 +18,17 @@ import yaml
 from ..checkpoint import load_checkpoint
 from ..data.augment import AugmentConfig, build_resize
 from ..data.datasets import SegmentationDataset, load_spec
+from ..errors import CheckpointError
 from ..evaluation import evaluate
 from ..inference.predictor import model_defaults
 from ..models import create_model
 from ..utils import peak_memory_mb
-from . import checkpointing
+from . import checkpointing, workdir
 from .data import AugmentedDataset, batches
 from .distributed import check_device, device_for, init_distributed
 from .losses import TrainingObjective
 from .optim import build_optimizer, build_scheduler
-from .sync_bn import SYNC_BN_SCOPES, synchronise_batchnorm
+from .sync_bn import synchronise_batchnorm
 
 logger = logging.getLogger("lrformer.train")
 
@@ -46,7 +47,9 @@ class Trainer:
     Args:
         config: the resolved configuration.
         work_dir: where checkpoints, ``config.yaml`` and TensorBoard logs go.
-        resume: ``True`` for the latest checkpoint in ``work_dir``, or a checkpoint path.
+        resume: ``True`` for the newest readable checkpoint in ``work_dir``, or a checkpoint path.
+        force: delete the checkpoints of an earlier run in ``work_dir`` and start over (without it,
+            and without ``resume``, such a work dir is refused; see :mod:`lrformer.engine.workdir`).
         callbacks: functions called with the trainer after every iteration.
     """
 
@@ -56,13 +59,12 @@ class Trainer:
         work_dir: str | Path,
         resume: bool | str | Path | None = None,
         callbacks: list[Callable[[Trainer], None]] = (),
+        force: bool = False,
     ) -> None:
         self.cfg = config
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks)
         train_cfg, data_cfg = config["train"], config["data"]
-        if train_cfg["sync_bn"] not in SYNC_BN_SCOPES:
-            raise ValueError(f"train.sync_bn must be one of {', '.join(SYNC_BN_SCOPES)}, got {train_cfg['sync_bn']!r}")
         check_device(train_cfg["device"])  # before joining a process group
         self.dist = init_distributed(train_cfg["device"])
         self.device = device_for(train_cfg["device"], self.dist)
@@ -121,8 +123,10 @@ class Trainer:
         self._rng_states: list | None = None  # every rank's RNG state, gathered when checkpointing
         self._nonfinite = 0
         self.last_checkpoint: Path | None = None
+        # the main process owns the work dir: a lock, stale temporaries removed, earlier runs refused
+        self._lock = workdir.claim(self.work_dir, bool(resume), force) if self.dist.is_main else None
         if resume:
-            self._resume(checkpointing.latest(self.work_dir) if resume is True else Path(resume))
+            self._resume(resume)
         self.writer = None
 
     # ------------------------------------------------------------------ state
@@ -138,11 +142,34 @@ class Trainer:
             "config": self.cfg,
         }
 
-    def _resume(self, path: Path | None) -> None:
-        if path is None:
+    def _resume(self, resume: bool | str | Path) -> None:
+        """Continue from ``resume`` (a file), or with ``True`` from the newest readable checkpoint of
+        the work dir, skipping unreadable ones with a warning."""
+        found = [p for _, p in reversed(checkpointing.iteration_checkpoints(self.work_dir))]
+        candidates = found if resume is True else [Path(resume)]
+        if not candidates:
             logger.info("no checkpoint in %s: starting from scratch", self.work_dir)
             return
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        for path in candidates:
+            try:
+                state = checkpointing.read_training_state(path)
+                break
+            except CheckpointError as exc:
+                if resume is not True:
+                    raise
+                logger.warning("skipping %s: %s", path.name, exc)
+        else:
+            raise CheckpointError(
+                f"no checkpoint in {self.work_dir} can be read ({', '.join(p.name for p in candidates)}): "
+                "resume from another file with --resume FILE, or start over with --force"
+            )
+        newer = [p.name for i, p in checkpointing.iteration_checkpoints(self.work_dir) if i > state["iteration"]]
+        if newer:
+            logger.warning("resuming from %s: the newer %s are replaced as this run reaches them",
+                           path.name, ", ".join(newer))  # fmt: skip
+        self._load_state(state, path)
+
+    def _load_state(self, state: dict[str, Any], path: Path) -> None:
         load_checkpoint(self.model, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -166,7 +193,7 @@ class Trainer:
         if self.dist.is_main:
             path = self.work_dir / f"iter_{self.iteration}.pth"
             checkpointing.save(path, self.state())
-            checkpointing.prune(self.work_dir, self.cfg["train"]["keep_checkpoints"])
+            checkpointing.prune(self.work_dir, self.cfg["train"]["keep_checkpoints"], up_to=self.iteration)
             self.last_checkpoint = path
 
     # ------------------------------------------------------------------ loop
@@ -238,6 +265,8 @@ class Trainer:
             bar.close()
             if self.writer is not None:
                 self.writer.close()
+            if self._lock is not None:
+                self._lock.release()
         return self.last_checkpoint
 
     def _loop(self, data, bar) -> None:

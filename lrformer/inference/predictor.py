@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.layers import resize
 from ..models.reparameterize import reparameterize_model
 from .image_io import ImageInput, to_bgr
@@ -50,12 +51,22 @@ class InferenceConfig:
     max_attention_elements: int = 2**28
 
     def __post_init__(self) -> None:
+        if len(self.scale) != 2 or min(self.scale) < 1 or self.size_divisor < 1:
+            raise ConfigError(
+                f"need a resize bound of two positive sizes and size_divisor >= 1, got scale {self.scale}, "
+                f"size_divisor {self.size_divisor}; e.g. --scale 2048 512"
+            )
+        if not self.tta_ratios or min(self.tta_ratios) <= 0 or self.max_attention_elements < 0:
+            raise ConfigError(
+                f"need tta_ratios > 0 and max_attention_elements >= 0, got {self.tta_ratios}, "
+                f"{self.max_attention_elements}"
+            )
         if self.mode not in ("whole", "slide"):
-            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+            raise ConfigError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
         if self.pipeline not in ("align", "pad"):
-            raise ValueError(f"pipeline must be 'align' or 'pad', got {self.pipeline!r}")
+            raise ConfigError(f"pipeline must be 'align' or 'pad', got {self.pipeline!r}")
         if min(self.crop) < 32 or min(self.stride) < 1 or any(s > c for s, c in zip(self.stride, self.crop)):
-            raise ValueError(
+            raise ConfigError(
                 f"need crop >= 32 and 1 <= stride <= crop (so windows cover every pixel), "
                 f"got crop {self.crop}, stride {self.stride}"
             )
