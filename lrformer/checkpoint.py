@@ -87,13 +87,22 @@ def read_state_dict(path_or_url: str | Path) -> dict[str, torch.Tensor]:
             "its metadata holds other objects, re-save only its weights: "
             "torch.save({'state_dict': torch.load(PATH, weights_only=False)['state_dict']}, NEW_PATH)"
         )
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         error.summary = (
-            f"cannot read checkpoint {path}: {first[:200]}; it is damaged, not a torch.save file, or holds objects "
-            "other than tensors and plain data (--debug says how to re-save a trusted file)"
+            f"cannot read checkpoint {path}: {load_failure(exc)} (--debug says how to re-save a trusted file)"
         )
         raise error from exc
     return unwrap_state_dict(obj, source=str(path))
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds pickled objects other than tensors and plain data, which are not loaded (unsafe)"
+    if isinstance(exc, EOFError) or "zip" in str(exc).lower() or "central directory" in str(exc):
+        return "it is truncated or not a file written by torch.save"
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]}"
 
 
 def _numpy_metadata_globals() -> list:
@@ -240,7 +249,7 @@ def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any
         name = getattr(model, "config", {}).get("name") or type(model).__name__
         error.summary = (
             f"checkpoint {source} does not match the model ({name}): {count} key(s) differ. {guess_variant(state)} "
-            "(--debug lists every key)"
+            "Give the --model and --num-classes the file was trained with (--debug lists every key)."
         )
         raise error
     loadable = {

@@ -51,3 +51,12 @@ def confident(scores: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
     """Pixels whose top-2 score margin exceeds ``margin``: ``(H, W)`` bool."""
     top2 = scores.topk(2, dim=0).values
     return (top2[0] - top2[1]) > margin
+
+
+def error_line(capsys) -> str:
+    """The one ``error:`` line a failed command printed on stderr (and no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]

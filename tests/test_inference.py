@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -157,11 +158,10 @@ def test_failed_write_leaves_existing_output_intact(tmp_path, monkeypatch):
     save_label_png(target, np.zeros((4, 4), np.uint8))
     before = target.read_bytes()
 
-    def broken_save(self, fp, *args, **kwargs):
-        open(fp, "wb").write(b"partial")
+    def full_disk(fd):  # the bytes went to the temporary file; flushing them to disk fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="disk full"):
         save_label_png(target, np.ones((4, 4), np.uint8))
     assert target.read_bytes() == before

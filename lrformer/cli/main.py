@@ -22,10 +22,17 @@ COMMANDS = {
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lrformer COMMAND: error: ... (see lrformer COMMAND --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="lrformer", description="LRFormer semantic segmentation toolkit.")
+    parser = Parser(prog="lrformer", description="LRFormer semantic segmentation toolkit.")
     parser.add_argument("--version", action="version", version=f"lrformer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also LRFORMER_DEBUG=1)")
@@ -38,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a sub-command; any exception becomes one line ``lrformer COMMAND: error: ...`` and exit code 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     debug = args.debug or os.environ.get("LRFORMER_DEBUG", "") not in ("", "0")
     try:

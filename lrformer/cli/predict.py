@@ -170,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     files, errors, notes = collect_inputs(args.inputs)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    if not files:
+        raise InputError(f"no input images: {'; '.join(errors)}; give image files, folders or quoted globs")
     names = output_names(files)
     out = Path(args.out)
     check_output_folder(out, args.inputs, files, names)  # before the model is loaded and run

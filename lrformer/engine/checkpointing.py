@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import load_failure
 from ..errors import CheckpointError
 from ..utils import atomic_path
 
@@ -47,9 +48,9 @@ def read_training_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, a pickle with code in it
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise CheckpointError(
-            f"{path} cannot be read as a training checkpoint ({reason}); it is damaged or not from lrformer train"
+            f"{path} cannot be read as a training checkpoint: {load_failure(exc)}; resume from another one "
+            "(--resume alone takes the newest readable one in the work dir) or start over with --force"
         ) from None
     missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
     if missing:

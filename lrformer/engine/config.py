@@ -198,7 +198,9 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
     path = Path(os.path.abspath(path))
     if not path.is_file():
         referrer = f" (the _base_ of {chain[-1]})" if chain else ""
-        raise FileNotFoundError(f"config {path} does not exist{referrer}")
+        raise FileNotFoundError(
+            f"config {path} does not exist{referrer}; give the path of a YAML config (see configs/)"
+        )
     if path in chain:
         cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
         raise ConfigError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
@@ -207,7 +209,10 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"config {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}; check the brackets, quotes and "
+            "indentation there"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections (model:, data:, optim:, ...)")
     bases = data.pop("_base_", None) or []

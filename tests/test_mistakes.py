@@ -1,0 +1,100 @@
+"""Common mistakes: each is one line naming the problem and the fix, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import cv2
+import pytest
+import torch
+
+from lrformer.cli.main import main
+from lrformer.data import synthetic
+
+from .helpers import error_line, synthetic_photo
+
+TINY = json.dumps({"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Files the mistakes refer to: a dataset, photos, a config, bad checkpoints."""
+    root = tmp_path_factory.mktemp("world")
+    spec = synthetic.generate(root / "data", train=4, val=1, size=64)
+    (root / "photos").mkdir()
+    cv2.imwrite(str(root / "photos" / "a.png"), synthetic_photo(48, 64))
+    (root / "a_file").write_text("x")
+    (root / "quoted.yaml").write_text('optim:\n  lr: "0.001"\n')
+    (root / "cycle_a.yaml").write_text("_base_: cycle_b.yaml\n")
+    (root / "cycle_b.yaml").write_text("_base_: cycle_a.yaml\n")
+    (root / "bad.yaml").write_text("optim: [unclosed\n")
+    (root / "ok.yaml").write_text("{}\n")
+    (root / "corrupt.pth").write_bytes(b"PK\x03\x04 not a whole zip")
+    (root / "evil.pth").write_bytes(pickle.dumps(os.system))
+    torch.save({"state_dict": {"backbone.x": torch.zeros(3)}}, root / "other.pth")
+    return root, spec
+
+
+def _train(world, *sets, config="ok.yaml", flags=()):
+    root, spec = world
+    base = [f"data.dataset={spec}", f"data.root={root / 'data'}", "train.device=cpu", "data.workers=0",
+            f"model.overrides={TINY}", "data.crop_size=[64,64]"]  # fmt: skip
+    argv = ["train", str(root / config), "--work-dir", str(root / "work"), *flags]
+    return argv + [x for s in (*base, *sets) for x in ("--set", s)]
+
+
+def _predict(world, *args, inputs=("photos",)):
+    root, _ = world
+    return ["predict", "--model", "lrformer_t", "--num-classes", "5", *[str(root / i) for i in inputs],
+            "--workers", "0", *args]  # fmt: skip
+
+
+MISTAKES = {
+    "string lr": (lambda w: _train(w, "optim.lr=abc"), "optim.lr must be a number > 0, got the string 'abc'"),
+    "quoted lr in YAML": (lambda w: _train(w, config="quoted.yaml"), "a quoted number: write it without quotes"),
+    "malformed --set YAML": (lambda w: _train(w, "optim.lr=[1"), "is not valid YAML"),
+    "--set without =": (lambda w: _train(w, "optim.lr"), "--set expects key=value"),
+    "batch size 0": (lambda w: _train(w, "data.batch_size=0"), "data.batch_size must be"),
+    "checkpoint interval 0": (lambda w: _train(w, "train.checkpoint_interval=0"), "train.checkpoint_interval must"),
+    "log interval 0": (lambda w: _train(w, "train.log_interval=0"), "train.log_interval must be"),
+    "no iterations": (lambda w: _train(w, "schedule.max_iters=0"), "schedule.max_iters must be"),
+    "unknown amp": (lambda w: _train(w, "train.amp=fp32"), "train.amp must be null, bf16 or fp16"),
+    "misspelt key": (lambda w: _train(w, "optim.weight_decy=0.1"), "Did you mean 'optim.weight_decay'?"),
+    "old resize key": (lambda w: _train(w, "data.scale=[512,512]"), "Did you mean 'data.resize.scale'?"),
+    "config not YAML": (lambda w: _train(w, config="bad.yaml"), "is not valid YAML at line"),
+    "_base_ cycle": (lambda w: _train(w, config="cycle_a.yaml"), "_base_ cycle: cycle_a.yaml -> cycle_b.yaml"),
+    "missing config": (lambda w: _train(w, config="nope.yaml"), "nope.yaml does not exist"),
+    "missing data root": (lambda w: _train(w, "data.root=/nowhere"), "data root /nowhere does not exist"),
+    "corrupt --resume": (lambda w: _train(w, flags=("--resume", str(w[0] / "corrupt.pth"))), "corrupt.pth cannot"),
+    "unsafe --resume": (lambda w: _train(w, flags=("--resume", str(w[0] / "evil.pth"))), "evil.pth cannot be read"),
+    "unreachable weights URL": (lambda w: _predict(w, "--weights", "http://127.0.0.1:9/w.pth", "--out",
+                                                   str(w[0] / "o1")), "cannot download http://127.0.0.1:9/w.pth"),
+    "missing weights file": (lambda w: _predict(w, "--weights", str(w[0] / "no.pth"), "--out", str(w[0] / "o2")),
+                             "no.pth does not exist"),
+    "weights of another model": (lambda w: _predict(w, "--weights", str(w[0] / "other.pth"), "--out",
+                                                    str(w[0] / "o3")), "does not match the model (lrformer_t)"),
+    "--out is a file": (lambda w: _predict(w, "--out", str(w[0] / "a_file")), "is a file: give a folder"),
+    "--out inside the inputs": (lambda w: _predict(w, "--out", str(w[0] / "photos" / "seg")), "inside the input"),
+    "no input images": (lambda w: _predict(w, "--out", str(w[0] / "o4"), inputs=("missing",)), "no input images"),
+    "scale 0": (lambda w: _predict(w, "--out", str(w[0] / "o5"), "--scale", "0", "0"), "expected an integer >= 1"),
+    "batch size 0 (predict)": (lambda w: _predict(w, "--out", str(w[0] / "o6"), "--batch-size", "0"), ">= 1, got 0"),
+    "unknown dataset": (lambda w: ["eval", "--model", "lrformer_t", "--data", "pascal", "--data-root", "x"],
+                        "unknown dataset 'pascal'"),
+}  # fmt: skip
+if not torch.cuda.is_available():
+    MISTAKES["cuda without a GPU"] = (lambda w: _train(w, "train.device=cuda"), "use --set train.device=cpu")
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_mistake_is_one_line_with_exit_code_2(name, world, capsys):
+    argv, expected = MISTAKES[name]
+    assert main(argv(world)) == 2
+    assert expected in error_line(capsys)
+
+
+def test_debug_shows_the_traceback(world, capsys, monkeypatch):
+    monkeypatch.setenv("LRFORMER_DEBUG", "1")
+    assert main(_train(world, "optim.lr=abc")) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""Training never loses a run: work-dir lock, earlier runs refused, stale temporaries, resume
+fallback, pruning, and a kill -9 loop that still ends bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from lrformer.cli.main import main
+from lrformer.data import synthetic
+from lrformer.engine.config import load_config
+from lrformer.engine.trainer import Trainer
+from lrformer.errors import WorkDirError
+
+from .helpers import error_line
+
+TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return root, synthetic.generate(root, train=8, val=2, size=64)
+
+
+def _overrides(data, iters=4, **changes):
+    root, spec = data
+    values = {
+        "data.dataset": spec, "data.root": root, "data.resize.scale": "[128,64]", "data.crop_size": "[64,64]",
+        "data.batch_size": 2, "data.workers": 0, "train.device": "cpu", "train.val_interval": 0,
+        "train.log_interval": 1, "train.checkpoint_interval": 2, "schedule.max_iters": iters,
+        "schedule.warmup_iters": 2, "optim.lr": "1e-3", "model.drop_path_rate": 0.1,
+        "model.overrides": json.dumps(TINY), **changes,
+    }  # fmt: skip
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def _train_cli(data, work, *flags, iters=4, **changes):
+    config = work.parent / "empty.yaml"
+    config.write_text("{}\n")
+    argv = ["train", str(config), "--work-dir", str(work), *flags]
+    return main(argv + [x for o in _overrides(data, iters, **changes) for x in ("--set", o)])
+
+
+def test_a_second_run_in_the_same_dir_is_refused(tmp_path, data):
+    first = Trainer(load_config(None, _overrides(data)), tmp_path / "w")
+    with pytest.raises(WorkDirError, match=rf"in use by another training run \(pid {os.getpid()} on "):
+        Trainer(load_config(None, _overrides(data)), tmp_path / "w")
+    first.train()  # ends the first run: the lock is free again
+    Trainer(load_config(None, _overrides(data)), tmp_path / "w", resume=True)
+
+
+def test_an_earlier_run_is_refused_unless_resume_or_force(tmp_path, data, capsys):
+    work = tmp_path / "w"
+    assert _train_cli(data, work, iters=4) == 0  # iter_2, iter_4
+    capsys.readouterr()
+    assert _train_cli(data, work, iters=2) == 2
+    line = error_line(capsys)
+    assert "holds checkpoints of an earlier run (iter_2.pth, iter_4.pth): pass --resume" in line and "--force" in line
+    assert sorted(p.name for p in work.glob("*.pth")) == ["iter_2.pth", "iter_4.pth"]  # untouched
+    assert _train_cli(data, work, "--resume", iters=6) == 0
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_2.pth", "iter_4.pth", "iter_6.pth"]
+    assert _train_cli(data, work, "--force", iters=2) == 0
+    assert f"done: last checkpoint {work / 'iter_2.pth'}" in capsys.readouterr().out
+    assert sorted(p.name for p in work.glob("*.pth")) == ["iter_2.pth"]  # the earlier run is gone
+
+
+def test_stale_temporaries_are_removed_and_a_corrupt_latest_checkpoint_is_skipped(tmp_path, data, caplog):
+    work = tmp_path / "w"
+    Trainer(load_config(None, _overrides(data)), work).train()
+    stale = work / ".iter_6.k2j3h4.tmp.pth"
+    stale.write_bytes(b"\0" * 1000)
+    (work / "iter_4.pth").write_bytes(b"PK\x03\x04 truncated")
+    with caplog.at_level("WARNING", logger="lrformer.train"):
+        trainer = Trainer(load_config(None, _overrides(data)), work, resume=True)
+    assert not stale.exists() and trainer.iteration == 2
+    assert "removed 1 temporary file(s)" in caplog.text and "skipping iter_4.pth" in caplog.text
+
+
+def test_bad_resume_files_are_named(tmp_path, data, capsys):
+    work = tmp_path / "w"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps(os.system))  # a pickle that would import and call code
+    released = tmp_path / "weights.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, released)
+    cases = [(evil, "cannot be read as a training checkpoint"), (tmp_path / "none.pth", "no such file"),
+             (released, "is not a training checkpoint of lrformer train (no optimizer")]  # fmt: skip
+    for path, message in cases:
+        assert _train_cli(data, work, "--resume", str(path)) == 2
+        line = error_line(capsys)
+        assert str(path) in line and message in line
+    Trainer(load_config(None, _overrides(data, iters=2)), work).train()  # iter_2, and a lone iter_2
+    (work / "iter_2.pth").write_bytes(b"garbage")
+    assert _train_cli(data, work, "--resume") == 2
+    assert "no checkpoint in" in error_line(capsys)
+
+
+def test_pruning_keeps_what_this_run_did_not_write(tmp_path, data):
+    work = tmp_path / "w"
+    Trainer(load_config(None, _overrides(data, iters=6, **{"train.keep_checkpoints": 3})), work).train()
+    resumed = Trainer(load_config(None, _overrides(data, iters=4, **{"train.keep_checkpoints": 1})), work,
+                      resume=work / "iter_2.pth")  # fmt: skip
+    assert resumed.train() == work / "iter_4.pth" and (work / "iter_4.pth").is_file()
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_4.pth", "iter_6.pth"]  # iter_6: not this run's
+
+
+RUNNER = """
+import json, sys, time, torch
+from lrformer.engine import checkpointing
+from lrformer.engine.config import load_config
+from lrformer.engine.trainer import Trainer
+from lrformer.utils import atomic_path
+
+def slow_save(path, state):  # a slow disk: some kills land while a checkpoint is half written
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+        time.sleep(0.15)
+
+checkpointing.save = slow_save
+Trainer(load_config(None, json.loads(sys.argv[1])), sys.argv[2], resume=True).train()
+"""
+
+
+def test_kill_9_loop_resumes_bit_identical(tmp_path, data):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(RUNNER))
+    overrides = _overrides(data, iters=12, **{"train.checkpoint_interval": 1, "train.keep_checkpoints": 2})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(work):
+        return subprocess.Popen([sys.executable, str(script), json.dumps(overrides), str(work)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    start(tmp_path / "full").wait(timeout=300)
+    work, rng, kills, during_writes = tmp_path / "killed", random.Random(0), 0, 0
+    while kills < 10:
+        process, began = start(work), time.monotonic()
+        while process.poll() is None and time.monotonic() - began < 120:  # wait until it is training
+            if any(p.stat().st_mtime > time.time() - 1 for p in work.glob("*.pth")) or list(work.glob(".*.tmp.pth")):
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.4))
+        if process.poll() is not None:
+            break  # finished before the tenth kill
+        during_writes += bool(list(work.glob(".*.tmp.pth")))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    assert kills >= 5 and during_writes >= 1, (kills, during_writes)
+    start(work).wait(timeout=300)  # the next start cleans up and finishes
+    assert list(work.glob(".*.tmp*")) == []
+    full, resumed = (torch.load(d / "iter_12.pth", weights_only=True)["state_dict"] for d in (tmp_path / "full", work))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
