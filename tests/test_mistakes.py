@@ -82,6 +82,11 @@ MISTAKES = {
     "batch size 0 (predict)": (lambda w: _predict(w, "--out", str(w[0] / "o6"), "--batch-size", "0"), ">= 1, got 0"),
     "unknown dataset": (lambda w: ["eval", "--model", "lrformer_t", "--data", "pascal", "--data-root", "x"],
                         "unknown dataset 'pascal'"),
+    "export over the weights": (lambda w: ["export", "--model", "lrformer_t", "--weights", str(w[0] / "other.pth"),
+                                           "--size", "64", "64", "--out", str(w[0] / "other.pth")],
+                                "would overwrite the input"),
+    "eval --json is a folder": (lambda w: ["eval", "--model", "lrformer_t", "--data", "ade20k", "--data-root", "x",
+                                           "--json", str(w[0] / "photos")], "--json"),
 }  # fmt: skip
 if not torch.cuda.is_available():
     MISTAKES["cuda without a GPU"] = (lambda w: _train(w, "train.device=cuda"), "use --set train.device=cpu")

@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from .. import create_model, reparameterize_model
     from ..benchmarking import benchmark
     from ..utils import atomic_path
+    from .common import check_output_file
 
+    check_output_file(args.csv, "--csv", (args.model,))
+    check_output_file(args.plot, "--plot", (args.model,))
     if args.threads:
         torch.set_num_threads(args.threads)
     model = create_model(args.model).eval()

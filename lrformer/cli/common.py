@@ -101,3 +101,30 @@ def load_model(args: argparse.Namespace):
     if not args.weights and not getattr(model, "config", {}).get("pretrained"):
         print("warning: no --weights given: the model has random weights", flush=True)
     return model.eval() if args.no_fast else reparameterize_model(model, inplace=True)
+
+
+def check_output_file(path: str | None, option: str, inputs: tuple = ()) -> None:
+    """Refuse, before any work, an output file option that names a folder, one of the ``inputs``
+    (e.g. ``--weights``), or a place that cannot be written."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{option} {path} is a folder: give a file name, e.g. {option} {target / 'out'}")
+    for source in inputs:
+        if source and "://" not in str(source) and os.path.realpath(source) == os.path.realpath(target):
+            raise InputError(f"{option} {path} would overwrite the input {source}; choose another file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {option} {path} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None

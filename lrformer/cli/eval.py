@@ -31,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
     from ..inference.predictor import model_defaults
     from ..utils import atomic_path
-    from .common import inference_config, load_model
+    from .common import check_output_file, inference_config, load_model
 
+    check_output_file(args.json, "--json", (args.weights, args.model))
     info = init_distributed(args.device)
     try:
         spec = load_spec(args.data)

@@ -8,12 +8,12 @@ HELP = "export a model to ONNX (fixed input size) and check it against PyTorch w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments
+    from .common import add_model_arguments, positive_int
 
     add_model_arguments(parser)
     parser.add_argument("--format", choices=("onnx",), default="onnx")
-    parser.add_argument("--size", nargs=2, type=int, required=True, metavar=("H", "W"), help="input size")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", nargs=2, type=positive_int, required=True, metavar=("H", "W"), help="input size")
+    parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--out", required=True, help="output .onnx file")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import check_onnx, export_onnx
-    from .common import load_model
+    from .common import check_output_file, load_model
 
+    check_output_file(args.out, "--out", (args.weights, args.model))
     model = load_model(args)
     shape = (args.batch, 3, *args.size)
     export_onnx(model, shape, args.out, args.opset)
