@@ -125,8 +125,13 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         # the main process owns the work dir: a lock, stale temporaries removed, earlier runs refused
         self._lock = workdir.claim(self.work_dir, bool(resume), force) if self.dist.is_main else None
-        if resume:
-            self._resume(resume)
+        try:
+            if resume:
+                self._resume(resume)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.writer = None
 
     # ------------------------------------------------------------------ state
