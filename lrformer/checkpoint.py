@@ -74,6 +74,8 @@ def read_state_dict(path_or_url: str | Path) -> dict[str, torch.Tensor]:
     Unwraps ``state_dict`` / ``model`` and strips a ``module.`` prefix.
     """
     path = _download(str(path_or_url)) if _is_url(path_or_url) else Path(path_or_url)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: give the checkpoint file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (give a local file path or an http(s) URL)")
     try:
@@ -96,13 +98,9 @@ def read_state_dict(path_or_url: str | Path) -> dict[str, torch.Tensor]:
 
 def load_failure(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in a few words."""
-    import pickle
-
-    if isinstance(exc, pickle.UnpicklingError):
+    if "Unsupported global" in str(exc):
         return "it holds pickled objects other than tensors and plain data, which are not loaded (unsafe)"
-    if isinstance(exc, EOFError) or "zip" in str(exc).lower() or "central directory" in str(exc):
-        return "it is truncated or not a file written by torch.save"
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]}"
+    return "it is damaged, or not a file written by torch.save"
 
 
 def _numpy_metadata_globals() -> list:
@@ -249,7 +247,7 @@ def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any
         name = getattr(model, "config", {}).get("name") or type(model).__name__
         error.summary = (
             f"checkpoint {source} does not match the model ({name}): {count} key(s) differ. {guess_variant(state)} "
-            "Give the --model and --num-classes the file was trained with (--debug lists every key)."
+            "Use the model (and number of classes) the file was trained with (--debug lists every key)."
         )
         raise error
     loadable = {

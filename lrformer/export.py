@@ -42,3 +42,14 @@ def check_onnx(model: nn.Module, path: str | Path, shape: tuple[int, int, int, i
     with torch.inference_mode():
         reference = model.eval()(x.to(next(model.parameters()).dtype)).float().numpy()
     return float(abs(ours - reference).max())
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an ONNX opset outside what this PyTorch can export."""
+    from torch.onnx import _constants
+
+    from .errors import ConfigError
+
+    low, high = _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
+    if not low <= opset <= high:
+        raise ConfigError(f"--opset {opset} is not one this PyTorch exports ({low} to {high}); e.g. --opset 18")

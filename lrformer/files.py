@@ -19,7 +19,8 @@ GLOB_CHARS = ("*", "?", "[")
 def walk_files(root: str | Path, keep: Callable[[Path], bool] = lambda p: True, max_depth: int | None = None):
     """The files under ``root`` that ``keep`` accepts, sorted, and notes on what was skipped.
 
-    Symbolic links to folders are followed, each real folder once.
+    Symbolic links to folders are followed, each real folder once; hidden names (starting with
+    ``.``, such as the temporaries of interrupted writes) are left out, as the shell does.
 
     Args:
         root: the folder to walk.
@@ -49,6 +50,8 @@ def walk_files(root: str | Path, keep: Callable[[Path], bool] = lambda p: True, 
             continue
         for entry in entries:
             path = folder / entry.name
+            if entry.name.startswith("."):  # hidden, as for the shell (and temporaries of interrupted writes)
+                continue
             if _is_dir(entry):
                 if max_depth is None or depth < max_depth:
                     stack.append((path, depth + 1))

@@ -26,7 +26,10 @@ def _predict(model_file, *args):
     return main(["predict", "--model", str(model_file), "--workers", "0", *map(str, args)])
 
 
-def test_out_inside_the_input_folder_is_refused_and_inputs_are_untouched(tmp_path, tiny_model_file, capsys):
+def test_out_inside_the_input_folder_is_refused_and_inputs_are_untouched(
+    tmp_path, tiny_model_file, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # an empty --out must not mean the current folder
     photos = tmp_path / "photos"
     before = {name: _photo(photos / name, i) for i, name in enumerate(["a.png", "b.jpg"])}
     for out in (photos, photos / "segmented"):
@@ -35,7 +38,16 @@ def test_out_inside_the_input_folder_is_refused_and_inputs_are_untouched(tmp_pat
     assert {p.name: p.read_bytes() for p in photos.iterdir()} == before  # nothing written, nothing replaced
     _photo(tmp_path / "c.png")
     assert _predict(tiny_model_file, tmp_path / "c.png", "--out", tmp_path) == 2  # c.png's label is c.png
-    assert f"would overwrite the input {tmp_path / 'c.png'}" in error_line(capsys)
+    assert f"holds the input {tmp_path / 'c.png'}" in error_line(capsys)
+    mine = _photo(tmp_path / "q" / "d.png")  # a user's file next to an input: d.jpg's label would be d.png
+    _photo(tmp_path / "q" / "d.jpg")
+    for args in ([tmp_path / "q" / "d.jpg"], [photos]):  # --out the input's folder, or above an input folder
+        assert _predict(tiny_model_file, *args, "--out", tmp_path) == 2
+        assert "holds the input" in error_line(capsys)
+    assert (tmp_path / "q" / "d.png").read_bytes() == mine
+    assert _predict(tiny_model_file, photos, "--out", "") == 2
+    assert "--out is empty" in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "photos", "q", "tiny.json"]
 
 
 def test_output_names_never_collide(tmp_path, tiny_model_file):
@@ -50,6 +62,8 @@ def test_output_names_never_collide(tmp_path, tiny_model_file):
     assert output_names([tmp_path / "x" / "a.jpg", tmp_path / "x" / "a.png", tmp_path / "x" / "a.png.jpg"]) == [
         "a.jpg", "a.png", "a.png.jpg"
     ]  # fmt: skip
+    # a file d.jpg (label d.png) beside a folder d.png/: the names keep their suffixes too
+    assert output_names([tmp_path / "r" / "d.jpg", tmp_path / "r" / "d.png" / "x.png"]) == ["d.jpg", "d.png/x.png"]
     assert output_names([tmp_path / "x" / "p.jpg"]) == ["p"]
 
 

@@ -105,6 +105,33 @@ def test_bad_resume_files_are_named(tmp_path, data, capsys):
     assert "no checkpoint in" in error_line(capsys)
 
 
+def test_the_users_files_and_an_earlier_best_checkpoint_are_kept(tmp_path, data, capsys, monkeypatch):
+    work = tmp_path / "w"
+    work.mkdir()
+    config = work / "config.yaml"
+    config.write_text("# my config\n{}\n")
+    argv = ["train", str(config), "--work-dir", str(work)]
+    assert main(argv + [x for o in _overrides(data) for x in ("--set", o)]) == 2
+    assert "is the file the run writes its resolved config to" in error_line(capsys)
+    assert config.read_text() == "# my config\n{}\n"
+    # a run that validated at 2 and 4 keeps best_mIoU_iter_4; resuming from iter_2 must not delete it
+    scores = iter([10.0, 30.0, 20.0])
+    monkeypatch.setattr(Trainer, "validate", lambda self: _fake_validation(self, next(scores)))
+    overrides = _overrides(data, iters=4, **{"train.val_interval": 2, "train.keep_checkpoints": 3})
+    Trainer(load_config(None, overrides), work / "run").train()
+    assert sorted(p.name for p in (work / "run").glob("best*")) == ["best_mIoU_iter_4.pth"]
+    Trainer(load_config(None, overrides), work / "run", resume=work / "run" / "iter_2.pth").train()
+    assert sorted(p.name for p in (work / "run").glob("best*")) == ["best_mIoU_iter_4.pth"]  # 20 < 30: kept
+
+
+def _fake_validation(trainer, miou):
+    from lrformer.engine import checkpointing
+
+    if miou > trainer.best_miou:
+        trainer.best_miou = miou
+        checkpointing.save_best(trainer.work_dir, trainer.state(), trainer.iteration)
+
+
 def test_pruning_keeps_what_this_run_did_not_write(tmp_path, data):
     work = tmp_path / "w"
     Trainer(load_config(None, _overrides(data, iters=6, **{"train.keep_checkpoints": 3})), work).train()

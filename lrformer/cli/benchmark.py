@@ -8,19 +8,19 @@ HELP = "measure latency (median, p90), images/s and peak memory over one or many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_fast_argument
+    from .common import add_fast_argument, non_negative_int, positive_int
 
     parser.add_argument("--model", required=True, help="variant name or model YAML/JSON")
-    parser.add_argument("--size", nargs=2, type=int, action="append", metavar=("H", "W"),
+    parser.add_argument("--size", nargs=2, type=positive_int, action="append", metavar=("H", "W"),
                         help="input size; repeat for several (default 512 512)")  # fmt: skip
-    parser.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     add_fast_argument(parser)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed passes per size")
-    parser.add_argument("--iters", type=int, default=10, help="timed passes per size")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed passes per size")
+    parser.add_argument("--iters", type=positive_int, default=10, help="timed passes per size")
     parser.add_argument("--csv", default=None, help="write the results as CSV")
     parser.add_argument("--plot", default=None, help="plot latency and memory against resolution (PNG, matplotlib)")
     parser.epilog = "example: lrformer benchmark --model lrformer_t --size 512 512 --size 1024 1024 --threads 2"
@@ -33,9 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import create_model, reparameterize_model
     from ..benchmarking import benchmark
+    from ..engine.distributed import check_device
     from ..utils import atomic_path
     from .common import check_output_file
 
+    check_device(args.device, "--device", "--device cpu")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
     check_output_file(args.csv, "--csv", (args.model,))
     check_output_file(args.plot, "--plot", (args.model,))
     if args.threads:

@@ -18,6 +18,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
@@ -32,7 +43,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l) or a model YAML/JSON")
     parser.add_argument("--weights", default=None, help="checkpoint path or URL (released, or saved by lrformer train)")
     parser.add_argument(
-        "--num-classes", type=int, default=None, help="classes of the model (default: the model file's, or 150)"
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="classes of the model (default: the model file's, or 150)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     add_fast_argument(parser)
@@ -96,16 +110,19 @@ def load_model(args: argparse.Namespace):
     """The model named by ``--model`` with ``--weights`` loaded (strictly), in eval mode, reparameterized
     for inference unless ``--no-fast``."""
     from .. import create_model, reparameterize_model
+    from ..engine.distributed import check_device
 
+    check_device(args.device, "--device", "--device cpu")
     model = create_model(args.model, num_classes=args.num_classes, pretrained=args.weights)
     if not args.weights and not getattr(model, "config", {}).get("pretrained"):
         print("warning: no --weights given: the model has random weights", flush=True)
     return model.eval() if args.no_fast else reparameterize_model(model, inplace=True)
 
 
-def check_output_file(path: str | None, option: str, inputs: tuple = ()) -> None:
+def check_output_file(path: str | None, option: str, inputs: tuple = (), input_folders: tuple = ()) -> None:
     """Refuse, before any work, an output file option that names a folder, one of the ``inputs``
-    (e.g. ``--weights``), or a place that cannot be written."""
+    (e.g. ``--weights``), a file inside one of the ``input_folders`` (e.g. ``--data-root``), or a
+    place that cannot be written."""
     import os
     import tempfile
     from pathlib import Path
@@ -117,9 +134,14 @@ def check_output_file(path: str | None, option: str, inputs: tuple = ()) -> None
     target = Path(path)
     if target.is_dir():
         raise InputError(f"{option} {path} is a folder: give a file name, e.g. {option} {target / 'out'}")
+    if not str(path).strip():
+        raise InputError(f"{option} is empty: give a file name")
     for source in inputs:
         if source and "://" not in str(source) and os.path.realpath(source) == os.path.realpath(target):
             raise InputError(f"{option} {path} would overwrite the input {source}; choose another file name")
+    for folder in input_folders:
+        if folder and os.path.realpath(target).startswith(os.path.realpath(folder) + os.sep):
+            raise InputError(f"{option} {path} is inside the input folder {folder}; write it somewhere else")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=target.parent):

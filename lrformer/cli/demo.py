@@ -9,11 +9,15 @@ HELP = "offline end-to-end demo: synthetic data, CPU training of LRFormer-T, eva
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .common import positive_int
+
     parser.add_argument("--work-dir", default="work_dirs/demo", help="checkpoints, logs, overlays")
     parser.add_argument(
         "--data-dir", default=None, help="where the synthetic dataset is cached (default ~/.cache/lrformer/demo_data)"
     )
-    parser.add_argument("--iters", type=int, default=None, help="training iterations (default: demo.yaml's 600)")
+    parser.add_argument(
+        "--iters", type=positive_int, default=None, help="training iterations (default: demo.yaml's 500)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import atomic_path
     from .common import check_output_file, inference_config, load_model
 
-    check_output_file(args.json, "--json", (args.weights, args.model))
+    check_output_file(args.json, "--json", (args.weights, args.model, args.data), (args.data_root,))
     info = init_distributed(args.device)
     try:
         spec = load_spec(args.data)

@@ -14,17 +14,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--size", nargs=2, type=positive_int, required=True, metavar=("H", "W"), help="input size")
     parser.add_argument("--batch", type=positive_int, default=1)
-    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (7 to the newest torch supports)")
     parser.add_argument("--out", required=True, help="output .onnx file")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     parser.epilog = "example: lrformer export --model lrformer_t --weights w.pth --size 512 512 --out lrformer_t.onnx"
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import check_onnx, export_onnx
+    from ..export import check_onnx, check_opset, export_onnx
     from .common import check_output_file, load_model
 
     check_output_file(args.out, "--out", (args.weights, args.model))
+    check_opset(args.opset)
     model = load_model(args)
     shape = (args.batch, 3, *args.size)
     export_onnx(model, shape, args.out, args.opset)

@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error (also LRFORMER_DEBUG=1)")  # fmt: skip
     return parser
 
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    debug = args.debug or os.environ.get("LRFORMER_DEBUG", "") not in ("", "0")
+    debug = args.debug or os.environ.get("LRFORMER_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
     try:
         module = importlib.import_module(COMMANDS[args.command])
         return int(module.run(args) or 0)

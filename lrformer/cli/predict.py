@@ -12,7 +12,7 @@ EXAMPLE = "example: lrformer predict --model lrformer_t --weights lrformer_t_ade
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments, add_test_arguments, non_negative_int, positive_int
+    from .common import add_model_arguments, add_test_arguments, fraction, non_negative_int, positive_int
 
     add_model_arguments(parser)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--palette", default=None,
                         help="ade20k | cityscapes | cocostuff | random | a dataset YAML with a palette "
                         "(default: from the class count: 150 ade20k, 19 cityscapes, 171 cocostuff, else random)")  # fmt: skip
-    parser.add_argument("--opacity", type=float, default=0.5, help="overlay opacity of the label colours")
+    parser.add_argument("--opacity", type=fraction, default=0.5, help="overlay opacity of the label colours (0-1)")
     parser.add_argument("--no-overlay", action="store_true", help="write the label maps only")
     parser.epilog = EXAMPLE
 
@@ -48,6 +48,9 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str], list[str]]
     notes: list[str] = []
     for entry in inputs:
         path = Path(entry)
+        if not entry.strip():
+            errors.append("an input is an empty string (an unset shell variable?)")
+            continue
         if path.is_dir():
             found, skipped = walk_files(path, is_image)
             if not found:
@@ -76,7 +79,20 @@ def output_names(files: list[Path]) -> list[str]:
     root = Path(os.path.commonpath([str(f.parent) for f in files]))
     relative = [f.relative_to(root) for f in files]
     stems = [str(r.with_suffix("")) for r in relative]
-    return stems if len(set(stems)) == len(stems) else [str(r) for r in relative]
+    if len(set(stems)) == len(stems) and not _clash(stems):
+        return stems
+    full = [str(r) for r in relative]
+    if _clash(full):  # an output file would be a folder of another output: only contrived trees do this
+        from ..errors import InputError
+
+        raise InputError(f"the inputs' names give outputs that collide ({_clash(full)}); rename or split the inputs")
+    return full
+
+
+def _clash(names: list[str]) -> str:
+    """An output file of one name that is a folder of another's outputs (``d`` and ``d.png/x``), or ``""``."""
+    folders = {str(parent) for name in names for parent in Path(name).parents}
+    return next((f for name in names for f in (f"{name}.png", f"{name}_overlay.jpg") if f in folders), "")
 
 
 def output_paths(out: Path, name: str) -> tuple[Path, Path]:
@@ -102,11 +118,12 @@ def check_output_folder(out: Path, inputs: list[str], files: list[Path], names: 
                     f"--out {out} is inside the input folder {entry}: outputs would mix with the images (and be "
                     f"read as inputs next time); choose a folder outside it, e.g. --out {entry.rstrip('/')}_segmented"
                 )
-    real_inputs = {os.path.realpath(f) for f in files}
-    for name in names:
-        for path in output_paths(out, name):
-            if os.path.realpath(path) in real_inputs:
-                raise InputError(f"--out {out} would overwrite the input {path}; choose another folder")
+    for image in files:  # --out above an input: its outputs would land among the user's files
+        if os.path.realpath(image).startswith(real_out + os.sep):
+            raise InputError(
+                f"--out {out} holds the input {image}: outputs would be written among your files (and could "
+                "replace some); choose a folder that holds no input, e.g. a new one"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -173,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise InputError(f"no input images: {'; '.join(errors)}; give image files, folders or quoted globs")
     names = output_names(files)
+    if not args.out.strip():
+        raise InputError("--out is empty: give the folder to write to (an unset shell variable?)")
     out = Path(args.out)
     check_output_folder(out, args.inputs, files, names)  # before the model is loaded and run
     items = list(zip(files, names))

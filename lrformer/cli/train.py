@@ -24,14 +24,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from ..engine.config import load_config
     from ..engine.distributed import shutdown
     from ..engine.trainer import Trainer
+    from ..errors import WorkDirError
 
     config = load_config(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise WorkDirError(f"--work-dir {work_dir} is a file: give a folder (it is created if missing)")
+    if os.path.realpath(args.config) == os.path.realpath(work_dir / "config.yaml"):
+        raise WorkDirError(
+            f"the config {args.config} is the file the run writes its resolved config to: move it out of "
+            f"{work_dir}, or choose another --work-dir"
+        )
+    if args.resume and args.force:
+        raise WorkDirError("--resume continues the earlier run and --force deletes it: give one of them")
     try:
         last = Trainer(config, work_dir, resume=args.resume, force=args.force).train()
     finally:

@@ -13,17 +13,29 @@ from ..errors import CheckpointError
 from ..utils import atomic_path
 
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
+BEST_PATTERN = re.compile(r"^best_mIoU_iter_(\d+)\.pth$")
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write a checkpoint atomically; a failed write (e.g. a full disk) raises
+    :class:`~lrformer.errors.CheckpointError` and leaves no partial file."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as a RuntimeError
+        reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"cannot write the checkpoint {path} ({reason}); is the disk full?") from exc
 
 
-def iteration_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
-    """``iter_N.pth`` files in ``work_dir``, oldest first."""
-    found = [(int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := ITER_PATTERN.match(p.name))]
+def iteration_checkpoints(work_dir: Path, pattern: re.Pattern = ITER_PATTERN) -> list[tuple[int, Path]]:
+    """``iter_N.pth`` files (or those of ``pattern``) in ``work_dir``, oldest first."""
+    found = [(int(m.group(1)), p) for p in work_dir.glob("*.pth") if (m := pattern.match(p.name)) and p.is_file()]
     return sorted(found)
+
+
+def resumable(work_dir: Path) -> list[tuple[int, Path]]:
+    """Every checkpoint a run can continue from (``iter_N.pth`` and ``best_mIoU_iter_N.pth``), oldest first."""
+    return sorted(iteration_checkpoints(work_dir) + iteration_checkpoints(work_dir, BEST_PATTERN))
 
 
 def prune(work_dir: Path, keep: int, up_to: int) -> None:
@@ -43,8 +55,12 @@ def read_training_state(path: Path) -> dict[str, Any]:
     Raises :class:`~lrformer.errors.CheckpointError` naming the file when it is missing, damaged,
     unsafe (pickled code) or not a training checkpoint.
     """
+    if Path(path).is_dir():
+        raise CheckpointError(
+            f"--resume {path} is a folder: give a checkpoint file, or --resume alone for the newest one"
+        )
     if not Path(path).is_file():
-        raise CheckpointError(f"--resume {path}: no such file")
+        raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, a pickle with code in it
@@ -62,11 +78,12 @@ def read_training_state(path: Path) -> dict[str, Any]:
 
 
 def save_best(work_dir: Path, state: dict[str, Any], iteration: int) -> Path:
-    """Write ``best_mIoU_iter_N.pth`` and remove the previous best."""
+    """Write ``best_mIoU_iter_N.pth`` and remove the previous best of this run (earlier
+    iterations; a later one is from a run this one resumed before, and is kept)."""
     path = work_dir / f"best_mIoU_iter_{iteration}.pth"
     save(path, state)
-    for old in work_dir.glob("best_mIoU_iter_*.pth"):
-        if old != path:
+    for old_iteration, old in iteration_checkpoints(work_dir, BEST_PATTERN):
+        if old_iteration < iteration:
             old.unlink(missing_ok=True)
     return path
 

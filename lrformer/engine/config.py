@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -132,16 +133,14 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get(DELETE_KEY, False):
             out[key] = merge(out[key], value)
-        elif isinstance(value, dict) and isinstance(out.get(key), list) and _indices(value, len(out[key])):
+        elif isinstance(value, dict) and isinstance(out.get(key), list) and all(str(k).isdigit() for k in value):
             for index, item in value.items():  # --set data.crop_size.0=640: one element of a list
+                if int(index) >= len(out[key]):
+                    raise ConfigError(f"{key}.{index}: the list {out[key]} has no element {index}")
                 out[key][int(index)] = _without_delete(item)
         else:
             out[key] = _without_delete(value)
     return out
-
-
-def _indices(update: dict[str, Any], length: int) -> bool:
-    return all(str(k).isdigit() and int(k) < length for k in update)
 
 
 def _without_delete(value: Any) -> Any:
@@ -174,30 +173,35 @@ def _set_layer(item: str) -> dict[str, Any]:
     return layer
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading ``1e-3`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
 def _parse_value(text: str) -> Any:
-    """YAML value of a ``--set`` override; ``1e-3`` (a string to YAML 1.1) is read as a number."""
+    """YAML value of a ``--set`` override."""
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
         raise ConfigError(
             f"--set value {text!r} is not valid YAML ({problem}); write lists as [1, 2], mappings as "
             "{key: value}, and quote the whole --set argument in the shell"
         ) from None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
 
 
 def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
     """The mappings of ``path``'s ``_base_`` files (a path or a list, relative to ``path``'s
     folder), root first, then ``path``'s own."""
     path = Path(os.path.abspath(path))
+    referrer = f" (the _base_ of {chain[-1]})" if chain else ""
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise ConfigError(f"config {path}{referrer} is not a file: give the path of a YAML config")
     if not path.is_file():
-        referrer = f" (the _base_ of {chain[-1]})" if chain else ""
         raise FileNotFoundError(
             f"config {path} does not exist{referrer}; give the path of a YAML config (see configs/)"
         )
@@ -205,7 +209,11 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
         cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
         raise ConfigError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path}{referrer} is not a UTF-8 text file: give a YAML config") from None
+    except RecursionError:
+        raise ConfigError(f"config {path} is nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -216,8 +224,11 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections (model:, data:, optim:, ...)")
     bases = data.pop("_base_", None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"_base_ in {path} must be a file name or a list of file names, got {bases!r}")
     layers = []
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         layers += _file_layers(path.parent / base, chain + (path,))
     return layers + [data]
 
@@ -236,6 +247,10 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     for key in config["test"]:
         if key not in TEST_KEYS:
             raise unknown_key(f"test.{key}")
+    try:
+        InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["test"].items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"test: {exc}") from None
     if config["schedule"]["warmup_iters"] == 1:
         raise ConfigError(
             "schedule.warmup_iters is 1: mmengine's LinearLR over one iteration never reaches the full rate; "

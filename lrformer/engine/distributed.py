@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -54,17 +55,19 @@ def device_for(device: str, info: DistInfo) -> torch.device:
     return torch.device(device)
 
 
-def check_device(device: str) -> None:
-    """Refuse, with the fix, a CUDA or MPS device PyTorch cannot use here."""
+def check_device(device: str, option: str = "train.device", fix: str = "--set train.device=cpu") -> None:
+    """Refuse, with the fix, a device name PyTorch does not know or a CUDA / MPS device it cannot use here."""
     device = str(device)
+    if not re.match(r"^(cpu|mps|cuda(:\d+)?)$", device):
+        raise ConfigError(f"{option} must be cpu, cuda, cuda:N or mps, got {device!r}")
     if device.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= count:
             have = f"only {count} CUDA device(s)" if count else "no CUDA GPU (a CPU build of PyTorch, or no driver)"
-            raise ConfigError(f"train.device is {device!r} but PyTorch sees {have}: use --set train.device=cpu")
+            raise ConfigError(f"{option} is {device!r} but PyTorch sees {have}: use {fix}")
     elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("train.device is 'mps' but this machine has no usable MPS device: use --set train.device=cpu")
+        raise ConfigError(f"{option} is 'mps' but this machine has no usable MPS device: use {fix}")
 
 
 def shutdown() -> None:

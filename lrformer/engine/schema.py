@@ -7,6 +7,7 @@ naming the key, what it takes, what it got and an example, e.g.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -104,7 +105,7 @@ def check_values(config: dict[str, Any], examples: dict[str, Any]) -> None:
 
 def _has_kind(value: Any, kind: type) -> bool:
     if kind is float:
-        return _is_number(value)
+        return _is_number(value) and math.isfinite(value)
     if kind is int:
         return _is_int(value)
     if kind is list:

@@ -18,7 +18,7 @@ import yaml
 from ..checkpoint import load_checkpoint
 from ..data.augment import AugmentConfig, build_resize
 from ..data.datasets import SegmentationDataset, load_spec
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, LRFormerError
 from ..evaluation import evaluate
 from ..inference.predictor import model_defaults
 from ..models import create_model
@@ -37,8 +37,8 @@ FP16_NONFINITE_TOLERANCE = 20
 """Consecutive non-finite fp16 losses (steps the grad scaler skips) tolerated before stopping."""
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(LRFormerError, RuntimeError):
+    """The loss became NaN or infinite (the message names the iteration and the last good checkpoint)."""
 
 
 class Trainer:
@@ -150,7 +150,7 @@ class Trainer:
     def _resume(self, resume: bool | str | Path) -> None:
         """Continue from ``resume`` (a file), or with ``True`` from the newest readable checkpoint of
         the work dir, skipping unreadable ones with a warning."""
-        found = [p for _, p in reversed(checkpointing.iteration_checkpoints(self.work_dir))]
+        found = [p for _, p in reversed(checkpointing.resumable(self.work_dir))]
         candidates = found if resume is True else [Path(resume)]
         if not candidates:
             logger.info("no checkpoint in %s: starting from scratch", self.work_dir)
@@ -168,10 +168,18 @@ class Trainer:
                 f"no checkpoint in {self.work_dir} can be read ({', '.join(p.name for p in candidates)}): "
                 "resume from another file with --resume FILE, or start over with --force"
             )
-        newer = [p.name for i, p in checkpointing.iteration_checkpoints(self.work_dir) if i > state["iteration"]]
+        newer = [p.name for i, p in checkpointing.resumable(self.work_dir) if i > state["iteration"]]
         if newer:
             logger.warning("resuming from %s: the newer %s are replaced as this run reaches them",
                            path.name, ", ".join(newer))  # fmt: skip
+        if state["iteration"] > self.cfg["schedule"]["max_iters"]:
+            raise ConfigError(
+                f"{path.name} is at iteration {state['iteration']}, past schedule.max_iters "
+                f"{self.cfg['schedule']['max_iters']}: raise schedule.max_iters to continue it"
+            )
+        if state["iteration"] == self.cfg["schedule"]["max_iters"]:
+            logger.warning("%s is the end of the schedule (iteration %d): the run is already complete",
+                           path.name, state["iteration"])  # fmt: skip
         self._load_state(state, path)
 
     def _load_state(self, state: dict[str, Any], path: Path) -> None:
@@ -197,7 +205,13 @@ class Trainer:
         self._rng_states = checkpointing.gather_rng_states(self.device)  # collective: on every rank
         if self.dist.is_main:
             path = self.work_dir / f"iter_{self.iteration}.pth"
-            checkpointing.save(path, self.state())
+            try:
+                checkpointing.save(path, self.state())
+            except CheckpointError as exc:
+                raise CheckpointError(
+                    f"{exc} The last good checkpoint is {self.last_checkpoint or '(none yet)'}: free space and "
+                    "rerun with --resume"
+                ) from exc
             checkpointing.prune(self.work_dir, self.cfg["train"]["keep_checkpoints"], up_to=self.iteration)
             self.last_checkpoint = path
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import WorkDirError
 from ..utils import remove_stale_temporaries
-from .checkpointing import iteration_checkpoints
+from .checkpointing import resumable
 
 logger = logging.getLogger("lrformer.train")
 
@@ -65,7 +65,7 @@ def claim(work_dir: Path, resume: bool, force: bool) -> WorkDirLock:
     if stale:
         logger.warning("removed %d temporary file(s) left by interrupted writes: %s", len(stale),
                        ", ".join(p.name for p in stale))  # fmt: skip
-    earlier = [p for _, p in iteration_checkpoints(work_dir)] + sorted(work_dir.glob("best_mIoU_iter_*.pth"))
+    earlier = [p for _, p in resumable(work_dir)]
     if earlier and not resume:
         if not force:
             lock.release()

@@ -51,12 +51,29 @@ class InferenceConfig:
     max_attention_elements: int = 2**28
 
     def __post_init__(self) -> None:
-        if len(self.scale) != 2 or min(self.scale) < 1 or self.size_divisor < 1:
+        def ints(value, count=2) -> bool:
+            return (
+                isinstance(value, tuple)
+                and len(value) == count
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            )
+
+        if not (ints(self.scale) and ints(self.crop) and ints(self.stride) and ints((self.size_divisor,), 1)):
             raise ConfigError(
-                f"need a resize bound of two positive sizes and size_divisor >= 1, got scale {self.scale}, "
+                f"scale, crop and stride need two integers each and size_divisor one, got scale {self.scale}, "
+                f"crop {self.crop}, stride {self.stride}, size_divisor {self.size_divisor}"
+            )
+        if not isinstance(self.flip, bool) or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 16 for r in self.tta_ratios
+        ):
+            raise ConfigError(f"flip must be true or false and tta_ratios numbers in (0, 16], got {self.flip!r}, "
+                              f"{self.tta_ratios!r}")  # fmt: skip
+        if len(self.scale) != 2 or min(self.scale) < 1 or not 1 <= self.size_divisor <= 1024:
+            raise ConfigError(
+                f"need a resize bound of two positive sizes and size_divisor in [1, 1024], got scale {self.scale}, "
                 f"size_divisor {self.size_divisor}; e.g. --scale 2048 512"
             )
-        if not self.tta_ratios or min(self.tta_ratios) <= 0 or self.max_attention_elements < 0:
+        if not self.tta_ratios or not isinstance(self.max_attention_elements, int) or self.max_attention_elements < 0:
             raise ConfigError(
                 f"need tta_ratios > 0 and max_attention_elements >= 0, got {self.tta_ratios}, "
                 f"{self.max_attention_elements}"

@@ -93,9 +93,29 @@ def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
     for key in overrides:
         if key not in valid:
             raise unknown_key_error(key, valid, f"argument for {name}")
+    for key, value in overrides.items():
+        _check_override(key, value)
     config = {"name": name, "num_classes": 150, **VARIANTS[name]}
     config.update(overrides)
     return config
+
+
+def _check_override(key: str, value: Any) -> None:
+    """Raise :class:`~lrformer.errors.ConfigError` for an override value of the wrong type or range."""
+    from ..errors import ConfigError
+
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if key in ("embed_dims", "depths", "num_heads", "q_pooled_sizes", "mlp_ratios"):
+        kind = positive_int if key != "mlp_ratios" else lambda v: isinstance(v, (int, float)) and v > 0
+        if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(kind(v) for v in value):
+            raise ConfigError(f"{key} must be 4 positive numbers (one per stage), got {value!r}")
+    elif key == "drop_path_rate":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ConfigError(f"drop_path_rate must be a rate in [0, 1), got {value!r}")
+    elif not (positive_int(value) or (key == "head_channels" and value is None)):
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
 def build_model(config: dict[str, Any]) -> LRFormerSegmentor:
