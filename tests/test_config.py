@@ -102,3 +102,12 @@ def test_list_elements_and_test_keys(tmp_path):
     (tmp_path / "c.yaml").write_text("_base_: missing.yaml\n")
     with pytest.raises(FileNotFoundError, match=r"missing.yaml does not exist \(the _base_ of .*c.yaml\)"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 1e-3\n  eps: 1E-8\n")  # YAML 1.1 would read strings
+    optim = load_config(tmp_path / "c.yaml")["optim"]
+    assert (optim["lr"], optim["eps"]) == (1e-3, 1e-8)
+    (tmp_path / "q.yaml").write_text('optim:\n  lr: "1e-3"\n')  # quoted: a string, named as such
+    with pytest.raises(ValueError, match="a quoted number: write it without quotes"):
+        load_config(tmp_path / "q.yaml")

@@ -31,6 +31,8 @@ def world(tmp_path_factory):
     (root / "cycle_b.yaml").write_text("_base_: cycle_a.yaml\n")
     (root / "bad.yaml").write_text("optim: [unclosed\n")
     (root / "ok.yaml").write_text("{}\n")
+    (root / "base5.yaml").write_text("_base_: 5\n")
+    (root / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01 not text")
     (root / "corrupt.pth").write_bytes(b"PK\x03\x04 not a whole zip")
     (root / "evil.pth").write_bytes(pickle.dumps(os.system))
     torch.save({"state_dict": {"backbone.x": torch.zeros(3)}}, root / "other.pth")
@@ -87,6 +89,22 @@ MISTAKES = {
                                 "would overwrite the input"),
     "eval --json is a folder": (lambda w: ["eval", "--model", "lrformer_t", "--data", "ade20k", "--data-root", "x",
                                            "--json", str(w[0] / "photos")], "--json"),
+    "infinite lr": (lambda w: _train(w, "optim.lr=.inf"), "optim.lr must be a number > 0, got inf"),
+    "bad model override": (lambda w: _train(w, "model.overrides={embed_dims: 5}"), "embed_dims must be 4 positive"),
+    "test flag not a bool": (lambda w: _train(w, "test.flip=maybe"), "flip must be true or false"),
+    "_base_ not a file name": (lambda w: _train(w, config="base5.yaml"), "_base_ in"),
+    "binary config": (lambda w: _train(w, config="binary.yaml"), "is not a UTF-8 text file"),
+    "--resume a folder": (lambda w: _train(w, flags=("--resume", str(w[0] / "photos"))), "is a folder"),
+    "--resume with --force": (lambda w: _train(w, flags=("--resume", "--force")), "give one of them"),
+    "--work-dir is a file": (lambda w: _train(w)[:2] + ["--work-dir", str(w[0] / "a_file")] + _train(w)[4:],
+                             "is a file: give a folder"),
+    "unknown device (predict)": (lambda w: _predict(w, "--out", str(w[0] / "o7"), "--device", "gpu"),
+                                 "--device must be cpu, cuda, cuda:N or mps"),
+    "opset out of range": (lambda w: ["export", "--model", "lrformer_t", "--size", "64", "64", "--opset", "99",
+                                      "--out", str(w[0] / "m.onnx")], "--opset 99"),
+    "eval --json into the dataset": (lambda w: ["eval", "--model", "lrformer_t", "--data", str(w[1]), "--data-root",
+                                                str(w[0] / "data"), "--json", str(w[0] / "data" / "m.json")],
+                                     "is inside the input folder"),
 }  # fmt: skip
 if not torch.cuda.is_available():
     MISTAKES["cuda without a GPU"] = (lambda w: _train(w, "train.device=cuda"), "use --set train.device=cpu")
@@ -100,6 +118,11 @@ def test_mistake_is_one_line_with_exit_code_2(name, world, capsys):
 
 
 def test_debug_shows_the_traceback(world, capsys, monkeypatch):
+    assert main(_train(world, "optim.lr=abc") + ["--debug"]) == 2  # after the command too
+    assert "Traceback" in capsys.readouterr().err
     monkeypatch.setenv("LRFORMER_DEBUG", "1")
     assert main(_train(world, "optim.lr=abc")) == 2
     assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("LRFORMER_DEBUG", "false")
+    assert main(_train(world, "optim.lr=abc")) == 2
+    assert "Traceback" not in capsys.readouterr().err
