@@ -213,14 +213,16 @@ def run(args: argparse.Namespace) -> int:
             labels = predictor.predict_prepared([b[2] for b in good], args.batch_size) if good else []
             for (_, name, prepared, _), label in zip(good, labels):
                 label_path, overlay_path = output_paths(out, name)
+                writing = label_path
                 try:
                     save_label_png(label_path, label, palette)
                     if not args.no_overlay:
+                        writing = overlay_path
                         save_image(overlay_path, overlay(prepared.bgr, label, palette, args.opacity))
                 except OSError as exc:  # a full disk, a folder removed meanwhile: stop, keep what is done
                     raise InputError(
-                        f"cannot write {exc.filename or label_path} ({exc.strerror or exc}): free some space or "
-                        f"choose another --out and rerun; the {done} finished image(s) are complete"
+                        f"cannot write {writing} ({exc.strerror or exc}): free some space or choose another --out "
+                        f"and rerun; the {done} finished image(s) are complete"
                     ) from exc
                 done += 1
             bar.update(len(batch))
