@@ -50,6 +50,10 @@ def test_cityscapes_and_cocostuff_layouts_and_converters(tmp_path):
     dataset = SegmentationDataset(load_spec("cityscapes"), city, "val")
     np.testing.assert_array_equal(dataset.load_label(0)[0], [0, 1, 255, 18, 13, 255])
     assert dataset.spec.test.mode == "slide" and dataset.spec.test.crop == (1024, 1024)
+    wide = city / "gtFine/val/aachen/aachen_0_1_gtFine_labelIds.png"  # a 16-bit map: no Cityscapes id
+    cv2.imwrite(str(wide), np.full((4, 4), 300, np.uint16))
+    converted, _, errors = convert("cityscapes", city, workers=1)  # the worker is a spawned process
+    assert converted == 0 and errors == [f"{wide}: value 300 is not a Cityscapes label id"]
 
     coco = tmp_path / "coco"
     stuff = np.array([[0, 11, 12, 90, 91, 181, 255]] * 40)

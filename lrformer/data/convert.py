@@ -33,14 +33,14 @@ CITYSCAPES_LUT = _lookup(CITYSCAPES_ID_TO_TRAIN_ID)
 COCO_STUFF_LUT = _lookup({cid: i for i, cid in enumerate(c for c in range(182) if c not in COCO_UNUSED_IDS)})
 
 
-def _convert_one(job: tuple[Path, Path, np.ndarray]) -> str | None:
-    source, target, table = job
+def _convert_one(job: tuple[Path, Path, np.ndarray, str]) -> str | None:
+    source, target, table, dataset = job  # the name travels with the job: spawned workers get a copy of the table
     try:
         label = read_label(source)
     except ValueError as exc:
         return str(exc)
     if label.max(initial=0) > 255:
-        return f"{source}: value {label.max()} is not a {'Cityscapes' if table is CITYSCAPES_LUT else 'COCO'} label id"
+        return f"{source}: value {label.max()} is not a {dataset} label id"
     with atomic_path(target) as tmp:
         if not cv2.imwrite(str(tmp), table[label.astype(np.uint8)]):
             return f"{target}: cannot write"
@@ -69,7 +69,8 @@ def convert(kind: str, root: str | Path, workers: int = 4, force: bool = False) 
         raise ValueError(f"unknown converter {kind!r}: cityscapes or cocostuff")
     if not base.is_dir():
         raise FileNotFoundError(f"{base} does not exist: ROOT must hold {base.name}/ ({kind} layout)")
-    jobs = [(p, target(p), table) for p in sources if force or not target(p).exists()]
+    dataset = {"cityscapes": "Cityscapes", "cocostuff": "COCO-Stuff"}[kind]
+    jobs = [(p, target(p), table, dataset) for p in sources if force or not target(p).exists()]
     errors: list[str] = []
     with multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool:
         for error in tqdm(pool.imap_unordered(_convert_one, jobs, chunksize=16), total=len(jobs), file=sys.stderr):
