@@ -1,7 +1,7 @@
 """A stand-in for the official LRFormer implementation, for side-by-side timing.
 
 The official repository (an mmsegmentation 0.x/1.x fork) cannot be installed here, so this file
-transcribes the structure of its code: the computation of SPEC §1-§5, written the way the
+transcribes the structure of its code: the backbone and LRHead computation, written the way the
 official modules are written (P2T lineage):
 
 - backbone blocks work on tokens ``(B, N, C)`` and convert to maps and back around every

@@ -1,6 +1,6 @@
 """Reading released (and our own) checkpoints into LRFormer models, with key-by-key diagnostics.
 
-Accepted forms (SPEC §6): a dict with ``state_dict`` or ``model``, or the state dict itself; keys
+Accepted forms: a dict with ``state_dict`` or ``model``, or the state dict itself; keys
 may carry a ``module.`` prefix; weights may be fp16. Segmentation checkpoints hold ``backbone.*``
 and ``decode_head.*``; ImageNet checkpoints hold the backbone alone, without prefix.
 """

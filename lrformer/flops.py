@@ -1,6 +1,6 @@
 """Multiply-accumulates and parameters, counted with ``torch.utils.flop_counter``.
 
-The convention is the one behind the paper's tables (SPEC §8, fvcore / mmengine ``analysis``):
+The convention is the one behind the paper's tables (fvcore / mmengine ``analysis``):
 multiply-accumulates of convolutions, linear layers and attention matmuls, plus fvcore's
 per-element estimates for normalisation, bilinear upsampling and adaptive average pooling.
 ``FlopCounterMode`` counts FLOPs (2 per MAC); the per-element ops are registered at twice their

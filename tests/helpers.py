@@ -1,4 +1,4 @@
-"""Synthetic test images and an independent reference of the official test pipeline (SPEC §7)."""
+"""Synthetic test images and an independent reference of the official test pipeline."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def reference_scores(model, path: str, scale=(2048, 512), divisor: int = 32) -> torch.Tensor:
-    """The official single-scale whole-image pipeline written out from SPEC §7: logits ``(C, H, W)``."""
+    """The official single-scale whole-image pipeline written out step by step: logits ``(C, H, W)``."""
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     h, w = bgr.shape[:2]
     f = min(max(scale) / max(h, w), min(scale) / min(h, w))

@@ -1,4 +1,4 @@
-"""FLOPs (multiply-accumulates) and parameters: the seed's table (SPEC §8) and a hand count."""
+"""FLOPs (multiply-accumulates) and parameters: the paper's table and a hand count."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The predictor against the official test pipeline (SPEC §7), sliding windows, TTA and I/O."""
+"""The predictor against the official test pipeline, sliding windows, TTA and I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Released layouts (SPEC §6, §8): key sets, shapes and parameter counts of every variant."""
+"""Released layouts: key sets, shapes and parameter counts of every variant."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import lrformer
 
 from .conftest import DATA
 
-SPEC_PARAMS = {
+RELEASED_PARAMS = {
     "lrformer_t": 13_268_167,
     "lrformer_s": 32_228_543,
     "lrformer_b": 67_511_879,
@@ -21,7 +21,7 @@ SPEC_PARAMS = {
 LAYOUT = json.loads((DATA / "released_layout.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_PARAMS))
+@pytest.mark.parametrize("name", sorted(RELEASED_PARAMS))
 def test_state_dict_equals_released_layout(name):
     with torch.device("meta"):
         model = lrformer.create_model(name)
@@ -32,11 +32,11 @@ def test_state_dict_equals_released_layout(name):
     assert {k: s for k, s in ours.items() if expected[k] != s} == {}
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_PARAMS))
+@pytest.mark.parametrize("name", sorted(RELEASED_PARAMS))
 def test_parameter_count_matches_spec(name):
     with torch.device("meta"):
         model = lrformer.create_model(name)
-    assert sum(v.numel() for v in model.state_dict().values()) == SPEC_PARAMS[name]
+    assert sum(v.numel() for v in model.state_dict().values()) == RELEASED_PARAMS[name]
 
 
 def test_xl_pre_norm_only_in_stage3_blocks_7_and_15():

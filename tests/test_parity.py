@@ -1,4 +1,4 @@
-"""The tiny parity cases: official features and logits reproduced in float32 on CPU (SPEC §1-§5)."""
+"""The tiny parity cases: official features and logits reproduced in float32 on CPU."""
 
 from __future__ import annotations
 

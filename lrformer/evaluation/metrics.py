@@ -1,4 +1,4 @@
-"""mIoU exactly as mmsegmentation's ``IoUMetric`` reports it (SPEC §7).
+"""mIoU exactly as mmsegmentation's ``IoUMetric`` reports it (the metric of the released results).
 
 Per class, intersection / union / label area are **summed over the whole set** (not averaged
 per image); IoU = I/U, Acc = I/label area, aAcc = ΣI/Σlabel area; mIoU and mAcc are means over

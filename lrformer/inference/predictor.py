@@ -1,4 +1,4 @@
-"""The predictor: images in, label maps out, with the official test pipeline (SPEC §7)."""
+"""The predictor: images in, label maps out, with the official test pipeline."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class PreparedImage:
 
 
 def prepare(image: ImageInput, config: InferenceConfig, keep_image: bool = False) -> PreparedImage:
-    """Decode ``image`` and build its network inputs: one per scale ratio and flip (SPEC §7).
+    """Decode ``image`` and build its network inputs: one per scale ratio and flip.
 
     ``align`` (LRFormer, mmseg 0.x): ``AlignResize`` to ``scale × ratio``. ``pad`` (LRFormer+,
     mmseg 1.x): keep-ratio resize to ``scale`` (with TTA: by ``ratio`` of the original size, as

@@ -1,4 +1,4 @@
-"""Test-time preprocessing with the official (mmcv / mmsegmentation) semantics, SPEC §7."""
+"""Test-time preprocessing with the official (mmcv / mmsegmentation) semantics (the pipeline of the released results)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The LRFormer backbone (SPEC §4): a convolutional stem and four stages at strides 4/8/16/32."""
+"""The LRFormer backbone: a convolutional stem and four stages at strides 4/8/16/32."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The LRFormer block (SPEC §3) and its inverted-residual MLP, shared by backbone and LRHead."""
+"""The LRFormer block and its inverted-residual MLP, shared by backbone and LRHead."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from torch import nn
 
 
 def pooled_size(height: int, width: int, target: int) -> tuple[int, int]:
-    """Aspect-kept size of a pooled grid (SPEC §1).
+    """Aspect-kept size of a pooled grid (every LRSA pooling uses it).
 
     The short side becomes ``target``; the long side is scaled with the aspect ratio, rounded
     with Python's ``round`` after adding 0.001 (exactly as the official code does).

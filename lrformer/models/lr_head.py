@@ -1,4 +1,4 @@
-"""LRHead, the LRFormer decode head (SPEC §5): two LRSA fuse blocks on 1/8-resolution features."""
+"""LRHead, the LRFormer decode head: two LRSA fuse blocks on 1/8-resolution features."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Low-Resolution Self-Attention (LRSA), SPEC §2 and §5.
+"""Low-Resolution Self-Attention (LRSA): the backbone version and the LRHead version.
 
 LRSA computes attention in a fixed low-resolution space whatever the input size: the queries are
 average-pooled to a ~``q×q`` grid that keeps the aspect ratio, the keys/values come from a small
@@ -106,7 +106,7 @@ class LRSA(nn.Module):
 
 
 class HeadLRSA(LRSA):
-    """LRSA of the LRHead fuse blocks (SPEC §5): ``attn.q`` is a 1×1 conv on the pooled query
+    """LRSA of the LRHead fuse blocks: ``attn.q`` is a 1×1 conv on the pooled query
     map and ``attn.kv`` a plain Linear; no depth-wise convs refine the pooled pyramid."""
 
     @staticmethod

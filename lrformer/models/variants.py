@@ -38,7 +38,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lrformer_l": {**_variant([96, 192, 480, 640], [4, 6, 18, 8], 640, 0.6), "test_scale": (2560, 640)},
     "lrformer_xl": _variant([128, 256, 640, 768], [4, 8, 22, 8], None, 0.0),
 }
-"""Hyper-parameters of the released variants (SPEC §4); drop-path rates of the official ADE20K recipes."""
+"""Hyper-parameters of the released variants; drop-path rates of the official ADE20K recipes."""
 
 PLUS_HEAD: dict[str, Any] = dict(
     feat_channels=256,
@@ -53,7 +53,7 @@ PLUS_HEAD: dict[str, Any] = dict(
     transformer_decoder_ffn=2048,
     positional_encoding_num_feats=128,
 )
-"""The Mask2Former head of the LRFormer+ models (SPEC §9)."""
+"""The Mask2Former head of the LRFormer+ models (mmseg 1.x / mmdet 3.x ``Mask2FormerHead``)."""
 
 for _name in ("lrformer_t", "lrformer_s", "lrformer_b", "lrformer_l", "lrformer_xl"):
     VARIANTS[f"{_name}_plus"] = {
