@@ -62,7 +62,7 @@ def add_fast_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     """Test-time pipeline options; ``None`` defaults mean 'the model's / dataset's official setting'."""
-    group = parser.add_argument_group("test-time pipeline (SPEC §7)")
+    group = parser.add_argument_group("test-time pipeline (default: the official one of the model)")
     group.add_argument("--mode", choices=("whole", "slide"), default=None, help="whole image or sliding windows")
     group.add_argument(
         "--crop", nargs=2, type=positive_int, metavar=("H", "W"), default=None, help="window size (slide)"
@@ -120,33 +120,50 @@ def load_model(args: argparse.Namespace):
 
 
 def check_output_file(path: str | None, option: str, inputs: tuple = (), input_folders: tuple = ()) -> None:
-    """Refuse, before any work, an output file option that names a folder, one of the ``inputs``
-    (e.g. ``--weights``), a file inside one of the ``input_folders`` (e.g. ``--data-root``), or a
-    place that cannot be written."""
+    """Refuse, before any work, an output file option that is empty, names a folder, one of the
+    ``inputs`` (e.g. ``--weights``), a file inside one of the ``input_folders`` (e.g.
+    ``--data-root``), or a place that cannot be written."""
     import os
-    import tempfile
     from pathlib import Path
 
     from ..errors import InputError
 
     if path is None:
         return
+    if not str(path).strip():
+        raise InputError(f"{option} is empty: give a file name")
     target = Path(path)
     if target.is_dir():
         raise InputError(f"{option} {path} is a folder: give a file name, e.g. {option} {target / 'out'}")
-    if not str(path).strip():
-        raise InputError(f"{option} is empty: give a file name")
     for source in inputs:
         if source and "://" not in str(source) and os.path.realpath(source) == os.path.realpath(target):
             raise InputError(f"{option} {path} would overwrite the input {source}; choose another file name")
     for folder in input_folders:
-        if folder and os.path.realpath(target).startswith(os.path.realpath(folder) + os.sep):
+        if folder and is_inside(target, folder):
             raise InputError(f"{option} {path} is inside the input folder {folder}; write it somewhere else")
+    ensure_writable(target.parent, option)
+
+
+def is_inside(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or below it, links resolved."""
+    import os
+
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def ensure_writable(folder, option: str) -> None:
+    """Create ``folder`` and check that a file can be written there, or raise ``InputError`` naming ``option``."""
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import InputError
+
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=target.parent):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         raise InputError(
-            f"cannot write {option} {path} ({exc.strerror or exc}); choose a folder you can write to"
+            f"cannot write {option} {folder} ({exc.strerror or exc}); choose a folder you can write to"
         ) from None

@@ -100,38 +100,27 @@ def output_paths(out: Path, name: str) -> tuple[Path, Path]:
     return out / f"{name}.png", out / f"{name}_overlay.jpg"
 
 
-def check_output_folder(out: Path, inputs: list[str], files: list[Path], names: list[str]) -> None:
-    """Refuse an ``--out`` that is a file, sits inside an input folder, would overwrite an input,
-    or cannot be written to; create it otherwise."""
-    import tempfile
-
+def check_output_folder(out: Path, inputs: list[str], files: list[Path]) -> None:
+    """Refuse an ``--out`` that is a file, sits inside an input folder, holds an input (so outputs
+    would land among the user's files), or cannot be written to; create it otherwise."""
     from ..errors import InputError
+    from .common import ensure_writable, is_inside
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: give a folder (it is created if missing)")
-    real_out = os.path.realpath(out)
     for entry in inputs:
-        if Path(entry).is_dir():
-            folder = os.path.realpath(entry)
-            if real_out == folder or real_out.startswith(folder + os.sep):
-                raise InputError(
-                    f"--out {out} is inside the input folder {entry}: outputs would mix with the images (and be "
-                    f"read as inputs next time); choose a folder outside it, e.g. --out {entry.rstrip('/')}_segmented"
-                )
-    for image in files:  # --out above an input: its outputs would land among the user's files
-        if os.path.realpath(image).startswith(real_out + os.sep):
+        if Path(entry).is_dir() and is_inside(out, entry):
+            raise InputError(
+                f"--out {out} is inside the input folder {entry}: outputs would mix with the images (and be "
+                f"read as inputs next time); choose a folder outside it, e.g. --out {entry.rstrip('/')}_segmented"
+            )
+    for image in files:
+        if is_inside(image, out):
             raise InputError(
                 f"--out {out} holds the input {image}: outputs would be written among your files (and could "
                 "replace some); choose a folder that holds no input, e.g. a new one"
             )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"cannot write to --out {out} ({exc.strerror or exc}); choose a folder you can write to"
-        ) from None
+    ensure_writable(out, "--out")
 
 
 class _Images:
@@ -193,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.strip():
         raise InputError("--out is empty: give the folder to write to (an unset shell variable?)")
     out = Path(args.out)
-    check_output_folder(out, args.inputs, files, names)  # before the model is loaded and run
+    check_output_folder(out, args.inputs, files)  # before the model is loaded and run
     items = list(zip(files, names))
     model = load_model(args)
     predictor = Predictor(model, inference_config(args, model_defaults(model)), device=args.device)
