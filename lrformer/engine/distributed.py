@@ -44,6 +44,10 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     return info
 
 
+DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+"""Device names training and the commands accept."""
+
+
 def device_for(device: str, info: DistInfo) -> torch.device:
     """``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun; other devices are unchanged.
 
@@ -58,7 +62,7 @@ def device_for(device: str, info: DistInfo) -> torch.device:
 def check_device(device: str, option: str = "train.device", fix: str = "--set train.device=cpu") -> None:
     """Refuse, with the fix, a device name PyTorch does not know or a CUDA / MPS device it cannot use here."""
     device = str(device)
-    if not re.match(r"^(cpu|mps|cuda(:\d+)?)$", device):
+    if not DEVICE.match(device):
         raise ConfigError(f"{option} must be cpu, cuda, cuda:N or mps, got {device!r}")
     if device.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0

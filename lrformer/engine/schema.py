@@ -8,11 +8,12 @@ naming the key, what it takes, what it got and an example, e.g.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from .distributed import DEVICE
+from .sync_bn import SYNC_BN_SCOPES
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 STRING = Rule(str, lambda v: bool(v), "a non-empty string")
 
 RULES: dict[str, Rule] = {
@@ -80,7 +80,7 @@ RULES: dict[str, Rule] = {
     "train.device": Rule(str, lambda v: bool(DEVICE.match(v)), "cpu, cuda, cuda:N or mps"),
     "train.amp": Rule(str, lambda v: v in ("bf16", "fp16"), "null, bf16 or fp16", optional=True),
     "train.compile": Rule(bool, what="true or false"),
-    "train.sync_bn": Rule(str, lambda v: v in ("decode_head", "all", "none"), "decode_head, all or none"),
+    "train.sync_bn": Rule(str, lambda v: v in SYNC_BN_SCOPES, "one of " + ", ".join(SYNC_BN_SCOPES)),
     "train.log_interval": _int(1, "a number of iterations >= 1"),
     "train.val_interval": _int(0, "a number of iterations >= 0 (0: no validation)"),
     "train.checkpoint_interval": _int(1, "a number of iterations >= 1"),

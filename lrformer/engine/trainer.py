@@ -150,8 +150,8 @@ class Trainer:
     def _resume(self, resume: bool | str | Path) -> None:
         """Continue from ``resume`` (a file), or with ``True`` from the newest readable checkpoint of
         the work dir, skipping unreadable ones with a warning."""
-        found = [p for _, p in reversed(checkpointing.resumable(self.work_dir))]
-        candidates = found if resume is True else [Path(resume)]
+        found = checkpointing.resumable(self.work_dir)  # (iteration, path), oldest first
+        candidates = [p for _, p in reversed(found)] if resume is True else [Path(resume)]
         if not candidates:
             logger.info("no checkpoint in %s: starting from scratch", self.work_dir)
             return
@@ -168,7 +168,7 @@ class Trainer:
                 f"no checkpoint in {self.work_dir} can be read ({', '.join(p.name for p in candidates)}): "
                 "resume from another file with --resume FILE, or start over with --force"
             )
-        newer = [p.name for i, p in checkpointing.resumable(self.work_dir) if i > state["iteration"]]
+        newer = [p.name for i, p in found if i > state["iteration"]]
         if newer:
             logger.warning("resuming from %s: the newer %s are replaced as this run reaches them",
                            path.name, ", ".join(newer))  # fmt: skip
