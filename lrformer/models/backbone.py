@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -73,6 +73,14 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
+class Stage(NamedTuple):
+    """The modules of one backbone stage (registered as ``patch_embed{s}``, ``block{s}``, ``d_convs{s}``)."""
+
+    patch_embed: nn.Module
+    blocks: nn.ModuleList
+    d_convs: nn.ModuleList
+
+
 class LRFormer(nn.Module):
     """LRFormer backbone.
 
@@ -115,7 +123,7 @@ class LRFormer(nn.Module):
         for s in range(4):
             dim = embed_dims[s]
             embed = ConvStem(in_dim, dim) if s == 0 else PatchEmbed(in_dim, dim)
-            setattr(self, f"patch_embed{s + 1}", embed)
+            self.add_module(f"patch_embed{s + 1}", embed)
             pre_norm_blocks = XL_PRE_NORM_BLOCKS if s == 2 and depths[2] > 20 else ()
             blocks = nn.ModuleList(
                 LRBlock(
@@ -130,10 +138,15 @@ class LRFormer(nn.Module):
                 )
                 for i in range(depths[s])
             )
-            setattr(self, f"block{s + 1}", blocks)
-            setattr(self, f"d_convs{s + 1}", nn.ModuleList(ResidualDepthwiseConv(dim) for _ in range(4)))
+            self.add_module(f"block{s + 1}", blocks)
+            self.add_module(f"d_convs{s + 1}", nn.ModuleList(ResidualDepthwiseConv(dim) for _ in range(4)))
             in_dim = dim
         self.apply(init_weights)
+
+    def stages(self) -> list[Stage]:
+        """The four stages in order; the released parameter names stay ``patch_embed{s}.*`` etc."""
+        modules = dict(self.named_children())
+        return [Stage(modules[f"patch_embed{s}"], modules[f"block{s}"], modules[f"d_convs{s}"]) for s in range(1, 5)]
 
     @staticmethod
     def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
@@ -148,9 +161,9 @@ class LRFormer(nn.Module):
     def attention_elements(self, height: int, width: int) -> int:
         """Largest LRSA attention matrix (entries per image) over the stages for an ``H×W`` input."""
         return max(
-            getattr(self, f"block{s + 1}")[0].attn.attention_elements(*size)
-            for s, size in enumerate(self.feature_sizes(height, width))
-            if len(getattr(self, f"block{s + 1}"))
+            stage.blocks[0].attn.attention_elements(*size)
+            for stage, size in zip(self.stages(), self.feature_sizes(height, width))
+            if len(stage.blocks)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -162,11 +175,10 @@ class LRFormer(nn.Module):
         check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
         features = []
-        for s in range(1, 5):
-            x = getattr(self, f"patch_embed{s}")(x)
-            d_convs = getattr(self, f"d_convs{s}")
-            for block in getattr(self, f"block{s}"):
-                x = block(x, d_convs)
+        for stage in self.stages():
+            x = stage.patch_embed(x)
+            for block in stage.blocks:
+                x = block(x, stage.d_convs)
             features.append(x)
         return features
 

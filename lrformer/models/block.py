@@ -24,13 +24,12 @@ class IRB(nn.Module):
     BAND_ELEMENTS = 1 << 24
     """``max_band_elements`` of the fast path: hidden activations built at once, 64 MB in float32."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
+    def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
         self.act = nn.GELU()
         self.conv = ResidualDepthwiseConv(hidden_dim)
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
-        self.drop = nn.Dropout(drop)
         self.max_band_elements: int | None = None
 
     def reparameterize(self) -> None:
@@ -42,9 +41,7 @@ class IRB(nn.Module):
         hidden_elements = batch * self.fc1.out_channels * height * width
         limit = self.max_band_elements
         if limit is None or self.training or torch.is_grad_enabled() or hidden_elements <= limit:
-            x = self.drop(self.act(self.fc1(x)))
-            x = self.drop(self.conv(x))  # h + conv(h)
-            return self.drop(self.fc2(x))
+            return self.fc2(self.conv(self.act(self.fc1(x))))  # conv(h) is h + DW(h)
         return self._forward_in_bands(x)
 
     def _forward_in_bands(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,11 @@ class ConcatConvBNReLU(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
 
+    @property
+    def projects_before_resize(self) -> bool:
+        """True after :meth:`reparameterize`: the inputs are best passed at their own resolutions."""
+        return self.bn is None
+
     def forward(self, maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         if self.bn is not None:
             return self.activate(self.bn(self.conv(torch.cat([resize(m, size) for m in maps], dim=1))))
@@ -90,13 +95,8 @@ class LRHead(nn.Module):
         self.fuse_block2 = self._fuse_block(channels, num_heads, q_pooled_size, mlp_ratio, layer_scale_init)
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
-        self.project_before_resize = False
         self.apply(init_weights)
         nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
-
-    def reparameterize(self) -> None:
-        """Inference only: let the squeezes project the stride-16/32 features before resizing them."""
-        self.project_before_resize = True
 
     @staticmethod
     def _fuse_block(dim: int, heads: int, q_size: int, mlp_ratio: float, ls_init: float) -> LRBlock:
@@ -121,7 +121,7 @@ class LRHead(nn.Module):
         """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size."""
         inputs = [features[i] for i in self.in_index]
         size = inputs[0].shape[-2:]
-        if not self.project_before_resize:
+        if not self.squeeze1.projects_before_resize:  # resize once, for both squeezes
             inputs = [resize(x, size) for x in inputs]
         x = self.fuse_block1(self.squeeze1(inputs, size))
         x = self.fuse_block2(self.squeeze2([x, inputs[-1]], size))

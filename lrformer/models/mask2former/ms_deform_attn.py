@@ -68,9 +68,8 @@ class MultiScaleDeformableAttention(nn.Module):
             grid[:, :, i, :] *= i + 1
         with torch.no_grad():
             self.sampling_offsets.bias.copy_(grid.view(-1))
-        for layer in (self.attention_weights,):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
         for layer in (self.value_proj, self.output_proj):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)

@@ -70,7 +70,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             num_layers, dims=feat_channels, heads=num_heads, levels=num_encoder_levels, points=num_points,
             ffn_dims=ffn_channels,
         )  # fmt: skip
-        self.postional_encoding = SinePositionalEncoding(pos_feats)  # (sic: mmdet's name; no parameters)
+        self.positional_encoding = SinePositionalEncoding(pos_feats)  # no parameters
         self.level_encoding = nn.Embedding(num_encoder_levels, feat_channels)
         fpn_levels = range(self.num_input_levels - num_encoder_levels - 1, -1, -1)
         self.lateral_convs = nn.ModuleList(
@@ -104,7 +104,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for i in range(self.num_encoder_levels):
             feat = feats[self.num_input_levels - i - 1]
             height, width = feat.shape[-2:]
-            pos = self.postional_encoding(batch, height, width, feat.device)
+            pos = self.positional_encoding(batch, height, width, feat.device)
             pos = pos + self.level_encoding.weight[i].view(1, -1, 1, 1)
             inputs.append(self.input_convs[i](feat).flatten(2).transpose(1, 2))
             positions.append(pos.flatten(2).transpose(1, 2).to(feat.dtype))
