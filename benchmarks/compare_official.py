@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/compare_official.py --check                      # all three reproduce the parity files
+    python benchmarks/compare_official.py --check                      # all three reproduce the parity files (also a test)
     python benchmarks/compare_official.py --size 512 512 --threads 2   # interleaved latency, logit diff
     python benchmarks/compare_official.py --memory --size 2048 2048    # peak RSS, one process each
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 from official_reference import EncoderDecoder  # noqa: E402
 
 import lrformer  # noqa: E402
-from lrformer.models.variants import VARIANTS  # noqa: E402
+from lrformer.models.registry import VARIANTS  # noqa: E402
 from lrformer.utils import peak_memory_mb  # noqa: E402
 
 PARITY = HERE.parent / "tests" / "data"

@@ -1,9 +1,16 @@
 """LRFormer: Low-Resolution Self-Attention for Semantic Segmentation, in pure PyTorch."""
 
-from .checkpoint import CheckpointMismatchError, load_checkpoint
 from .flops import FlopCount, count_flops
 from .inference import InferenceConfig, Predictor
-from .models import LRFormer, LRFormerSegmentor, create_model, list_models, reparameterize_model
+from .models import (
+    CheckpointMismatchError,
+    LRFormer,
+    LRFormerSegmentor,
+    create_model,
+    list_models,
+    load_checkpoint,
+    reparameterize_model,
+)
 
 __version__ = "0.1.0"
 

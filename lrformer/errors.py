@@ -32,3 +32,7 @@ class InputError(LRFormerError, ValueError):
 
 class WorkDirError(LRFormerError, RuntimeError):
     """A training work dir in use by another run, or holding another run's checkpoints."""
+
+
+class MissingExtraError(LRFormerError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .utils import atomic_path
+from .utils import atomic_path, require_extra
 
 
 def export_onnx(model: nn.Module, shape: tuple[int, int, int, int], path: str | Path, opset: int = 18) -> None:
@@ -16,10 +16,8 @@ def export_onnx(model: nn.Module, shape: tuple[int, int, int, int], path: str | 
 
     The LRSA pooled-grid sizes depend on the input size, so the graph is specialised to it.
     """
-    try:
-        import onnxscript  # noqa: F401  (the exporter needs it)
-    except ImportError as exc:
-        raise RuntimeError('ONNX export needs onnx and onnxscript: pip install "lrformer[export]"') from exc
+    require_extra("onnx", "export", "ONNX export")
+    require_extra("onnxscript", "export", "ONNX export")
     model = model.eval()
     example = torch.zeros(shape, dtype=next(model.parameters()).dtype)
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -32,10 +30,7 @@ def export_onnx(model: nn.Module, shape: tuple[int, int, int, int], path: str | 
 
 def check_onnx(model: nn.Module, path: str | Path, shape: tuple[int, int, int, int], seed: int = 0) -> float:
     """Max absolute difference between onnxruntime and PyTorch on a random input of ``shape``."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise RuntimeError('checking the export needs onnxruntime: pip install "lrformer[export]"') from exc
+    onnxruntime = require_extra("onnxruntime", "export", "checking the ONNX export")
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ours = session.run(None, {"image": x.numpy()})[0]

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import os
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
+
+from .errors import MissingExtraError
+
+CACHE_DIR = Path(os.environ.get("LRFORMER_CACHE", Path.home() / ".cache" / "lrformer"))
+"""Downloaded checkpoints and the demo's dataset (``$LRFORMER_CACHE``, default ``~/.cache/lrformer``)."""
 
 
 def did_you_mean(key: str, valid: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
@@ -16,15 +24,45 @@ def did_you_mean(key: str, valid: list[str] | tuple[str, ...], cutoff: float = 0
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) -> ValueError:
+    """``unknown <where> 'key'. Did you mean ...? Valid: ...``"""
+    return ValueError(f"unknown {where} {key!r}.{did_you_mean(key, valid)} Valid: {', '.join(valid)}.")
+
+
+def require_extra(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or raise :class:`MissingExtraError` naming the extra to install.
+
+    ``require_extra("scipy.optimize", "train", "training LRFormer+")`` → the module, or
+    ``training LRFormer+ needs scipy: pip install "lrformer[train]"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        package = module.split(".")[0]
+        raise MissingExtraError(f'{purpose} needs {package}: pip install "lrformer[{extra}]"') from exc
+
+
 def peak_memory_mb(device) -> float:
-    """Peak memory of this process on ``device``: CUDA max allocated, or CPU peak RSS."""
+    """Peak memory of this process on ``device``: CUDA max allocated, or the CPU peak resident set.
+
+    CPU: ``getrusage``'s ``ru_maxrss`` (KiB on Linux, bytes on macOS); on Windows, where there is no
+    ``resource`` module, psutil's peak working set when psutil is installed, else NaN.
+    """
     import torch
 
     if getattr(device, "type", str(device)).startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        import resource
+    except ImportError:  # Windows
+        try:
+            import psutil
+        except ImportError:
+            return float("nan")
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 TEMP_MARK = ".tmp"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import lrformer
-from lrformer.checkpoint import CheckpointMismatchError
 from lrformer.errors import CheckpointError
+from lrformer.models.checkpoint import CheckpointMismatchError
 
 from .conftest import DATA
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 import lrformer
 from lrformer.cli.main import main
-from lrformer.models.variants import OVERRIDE_KEYS, PLUS_OVERRIDE_KEYS
+from lrformer.models.registry import OVERRIDE_KEYS, PLUS_OVERRIDE_KEYS
 
 from .conftest import DATA, SHARED_PARITY
 from .helpers import synthetic_photo

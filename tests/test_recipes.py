@@ -22,8 +22,8 @@ from lrformer.data.datasets import load_spec
 from lrformer.engine.config import load_config
 from lrformer.engine.losses import TrainingObjective
 from lrformer.engine.optim import build_optimizer, build_scheduler, expand_custom_keys
+from lrformer.image.transforms import MEAN, STD
 from lrformer.inference.predictor import model_defaults
-from lrformer.inference.transforms import MEAN, STD
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 DATA = Path(__file__).parent / "data" / "official_recipes.json.gz"

@@ -29,13 +29,13 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..checkpoint import CACHE_DIR
     from ..data import synthetic
     from ..data.datasets import SegmentationDataset, load_spec
     from ..engine.config import load_config
     from ..engine.trainer import Trainer
     from ..evaluation import evaluate
     from ..inference import Predictor, overlay, read_image, save_image
+    from ..utils import CACHE_DIR
 
     began = time.perf_counter()
     data_dir = Path(args.data_dir) if args.data_dir else CACHE_DIR / "demo_data"

@@ -38,7 +38,7 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str], list[str]]
         image, and one note per symbolic link skipped (loops, broken links).
     """
     from ..files import GLOB_CHARS, glob_files, walk_files
-    from ..inference.image_io import IMAGE_SUFFIXES
+    from ..image.io import IMAGE_SUFFIXES
 
     def is_image(path: Path) -> bool:
         return path.suffix.lower() in IMAGE_SUFFIXES

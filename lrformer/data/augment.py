@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..inference.transforms import normalize, rescale_size
+from ..image.transforms import normalize, rescale_size
 
 
 @dataclass(frozen=True)

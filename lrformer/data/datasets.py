@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..inference.predictor import InferenceConfig
+from ..image.pipeline import InferenceConfig
 from .palettes import DATASETS as PALETTES
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
         )
     import yaml
 
-    from ..models.variants import unknown_key_error
+    from ..utils import unknown_key_error
 
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     for key in data:
@@ -205,7 +205,7 @@ class SegmentationDataset:
         return label
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        from ..inference.image_io import read_image
+        from ..image.io import read_image
 
         image_path = self.samples[index][0]
         return read_image(image_path), self.load_label(index), str(image_path)

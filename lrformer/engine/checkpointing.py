@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_failure
 from ..errors import CheckpointError
+from ..models.checkpoint import load_failure
 from ..utils import atomic_path
 
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pth$")

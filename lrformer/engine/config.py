@@ -24,7 +24,7 @@ import yaml
 
 from ..data.augment import RESIZE_KEYS, build_resize
 from ..errors import ConfigError
-from ..inference.predictor import InferenceConfig
+from ..image.pipeline import InferenceConfig
 from ..utils import did_you_mean
 from .optim import check_custom_keys
 from .schema import check_values

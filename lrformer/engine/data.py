@@ -9,7 +9,7 @@ import torch
 
 from ..data.augment import AugmentConfig, augment
 from ..data.datasets import LabelValueError, SegmentationDataset, label_value_problem
-from ..inference.image_io import read_image
+from ..image.io import read_image
 
 
 class AugmentedDataset(torch.utils.data.Dataset):

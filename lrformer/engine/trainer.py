@@ -15,14 +15,14 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from ..checkpoint import load_checkpoint
 from ..data.augment import AugmentConfig, build_resize
 from ..data.datasets import SegmentationDataset, load_spec
 from ..errors import CheckpointError, ConfigError, LRFormerError
 from ..evaluation import evaluate
 from ..inference.predictor import model_defaults
 from ..models import create_model
-from ..utils import peak_memory_mb
+from ..models.checkpoint import load_checkpoint
+from ..utils import peak_memory_mb, require_extra
 from . import checkpointing, workdir
 from .data import AugmentedDataset, batches
 from .distributed import check_device, device_for, init_distributed
@@ -65,6 +65,10 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks)
         train_cfg, data_cfg = config["train"], config["data"]
+        require_extra("tensorboard", "train", "training (TensorBoard logs)")  # before anything is written
+        self._tensorboard = require_extra("torch.utils.tensorboard", "train", "training (TensorBoard logs)")
+        if str(config["model"]["name"]).endswith("_plus"):
+            require_extra("scipy", "train", "training LRFormer+ (Hungarian matching)")
         check_device(train_cfg["device"])  # before joining a process group
         self.dist = init_distributed(train_cfg["device"])
         self.device = device_for(train_cfg["device"], self.dist)
@@ -269,9 +273,7 @@ class Trainer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             (self.work_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.work_dir / "tensorboard"))
+            self.writer = self._tensorboard.SummaryWriter(str(self.work_dir / "tensorboard"))
         data = batches(
             AugmentedDataset(self.train_set, self.augment, train_cfg["seed"], self.model.num_classes),
             self.cfg["data"]["batch_size"], self.cfg["data"]["workers"], self.iteration, self.dist.rank,

@@ -1,7 +1,7 @@
 """Inference: the official test pipeline, the predictor, image I/O and overlays."""
 
-from .image_io import ImageReadError, colorize, overlay, read_image, save_image, save_label_png, to_bgr
-from .predictor import MMSEG_TTA_RATIOS, InferenceConfig, Predictor, PreparedImage, prepare
+from ..image import ImageReadError, InferenceConfig, colorize, overlay, read_image, save_image, save_label_png, to_bgr
+from .predictor import MMSEG_TTA_RATIOS, Predictor, PreparedImage, prepare
 
 __all__ = [
     "MMSEG_TTA_RATIOS", "ImageReadError", "InferenceConfig", "PreparedImage", "Predictor",

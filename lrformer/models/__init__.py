@@ -1,14 +1,17 @@
-"""LRFormer model code: LRSA, the backbone, the LRHead decoder, the segmentor and the variant registry."""
+"""LRFormer model code: LRSA, the backbone, the LRHead decoder, the segmentor, the variant registry,
+the checkpoint loader and ``create_model``."""
 
 from .backbone import LRFormer
 from .block import IRB, LRBlock
+from .checkpoint import CheckpointMismatchError, LoadReport, load_checkpoint
+from .factory import create_model
 from .lr_head import LRHead
 from .lrsa import LRSA, HeadLRSA
+from .registry import VARIANTS, list_models
 from .reparameterize import reparameterize_model
 from .segmentor import LRFormerSegmentor
-from .variants import VARIANTS, create_model, list_models
 
 __all__ = [
-    "IRB", "LRBlock", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
-    "VARIANTS", "create_model", "list_models", "reparameterize_model",
+    "CheckpointMismatchError", "IRB", "LRBlock", "LoadReport", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
+    "VARIANTS", "create_model", "list_models", "load_checkpoint", "reparameterize_model",
 ]  # fmt: skip

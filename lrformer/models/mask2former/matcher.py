@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
+from ...utils import require_extra
 from .point_sample import point_sample, random_points
 
 
@@ -70,7 +70,8 @@ def linear_assignment(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``(query_indices, gt_indices)``, each ``(min(Q, N),)`` int64 on ``cost.device``, sorted by query.
     """
-    rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
+    optimize = require_extra("scipy.optimize", "train", "training LRFormer+ (Hungarian matching)")
+    rows, cols = optimize.linear_sum_assignment(cost.detach().cpu().numpy())
     order = np.argsort(rows)
     rows, cols = (torch.as_tensor(a[order], dtype=torch.long, device=cost.device) for a in (rows, cols))
     return rows, cols

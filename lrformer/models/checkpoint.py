@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .utils import atomic_path
+from ..errors import CheckpointError
+from ..utils import CACHE_DIR, atomic_path
+from .registry import list_models, variant_layout
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR = Path(os.environ.get("LRFORMER_CACHE", Path.home() / ".cache" / "lrformer"))
 CLASSIFIER_PREFIXES = ("head.",)
 """Keys of ImageNet classification heads, ignored when a backbone-only file is loaded."""
 
@@ -177,25 +175,14 @@ def mismatch_message(report: LoadReport, source: str, model: nn.Module, state: M
     return "\n".join(lines)
 
 
-@lru_cache(maxsize=None)
-def _variant_layout(name: str) -> dict[str, tuple]:
-    from .models.variants import build_model, variant_config
-
-    with torch.device("meta"):
-        model = build_model(variant_config(name))
-    return {k: _shape(v) for k, v in model.state_dict().items()}
-
-
 def guess_variant(state: Mapping[str, torch.Tensor]) -> str:
     """Which released variant a state dict looks like (by keys and shapes, ignoring the class count)."""
-    from .models.variants import list_models
-
     shapes = {k: _shape(v) for k, v in state.items()}
     if not any(k.startswith("backbone.") for k in shapes):
         shapes = {f"backbone.{k}": s for k, s in shapes.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     best, best_agree = "", 0.0
     for name in list_models():
-        layout = _variant_layout(name)
+        layout = variant_layout(name)
         if not any(k.startswith("decode_head.") for k in shapes):
             layout = {k: s for k, s in layout.items() if k.startswith("backbone.")}
         agree = sum(1 for k, s in shapes.items() if layout.get(k) == s or ("conv_seg" in k and k in layout))

@@ -1,14 +1,18 @@
-"""Registry of the LRFormer variants and ``create_model``."""
+"""The registry of LRFormer variants: their hyper-parameters and how a model is built from them.
+
+Both :func:`~lrformer.models.factory.create_model` and the checkpoint loader (which recognises a
+file's variant by its key layout) build models through :func:`build_model`.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
-from torch import nn
+import torch
 
-from ..utils import did_you_mean
+from ..errors import ConfigError
+from ..utils import unknown_key_error
 from .backbone import LRFormer
 from .lr_head import LRHead
 from .mask2former import Mask2FormerHead
@@ -80,11 +84,6 @@ def list_models() -> list[str]:
     return sorted(VARIANTS)
 
 
-def unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) -> ValueError:
-    """``unknown <where> 'key'. Did you mean ...? Valid: ...``"""
-    return ValueError(f"unknown {where} {key!r}.{did_you_mean(key, valid)} Valid: {', '.join(valid)}.")
-
-
 def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
     """Resolved hyper-parameters of a variant with ``overrides`` applied (validated)."""
     if name not in VARIANTS:
@@ -102,7 +101,6 @@ def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
 
 def _check_override(key: str, value: Any) -> None:
     """Raise :class:`~lrformer.errors.ConfigError` for an override value of the wrong type or range."""
-    from ..errors import ConfigError
 
     def positive_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
@@ -146,65 +144,9 @@ def build_model(config: dict[str, Any]) -> LRFormerSegmentor:
     return LRFormerSegmentor(backbone, decode_head, config)
 
 
-def read_model_file(path: str | Path) -> dict[str, Any]:
-    """Arguments of ``create_model`` stored in a YAML or JSON file (``name`` defaults to ``lrformer_t``)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: a model file must hold a mapping of create_model arguments, got {type(data).__name__}"
-        )
-    for key in data:
-        if key not in FILE_KEYS:
-            raise unknown_key_error(key, FILE_KEYS, f"key in {path}:")
-    data = dict(data)
-    data.setdefault("name", "lrformer_t")
-    pretrained = data.get("pretrained")
-    if pretrained and "://" not in str(pretrained) and not Path(pretrained).is_absolute():
-        data["pretrained"] = str(path.parent / pretrained)
-    return data
-
-
-def create_model(
-    name: str | Path,
-    num_classes: int | None = None,
-    pretrained: str | Path | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Create an LRFormer model.
-
-    Args:
-        name: ``lrformer_t|s|b|l`` (segmentor with LRHead), ``lrformer_xl`` (backbone only),
-            ``lrformer_{t,s,b,l,xl}_plus`` (LRFormer+, Mask2Former head), or a path to a YAML/JSON
-            file holding these same arguments.
-        num_classes: classes of the decode head (default 150, ADE20K).
-        pretrained: local path or URL of a checkpoint to load (strictly), see :func:`load_checkpoint`.
-        **overrides: any of :data:`OVERRIDE_KEYS` (and :data:`PLUS_OVERRIDE_KEYS` for "+" models),
-            e.g. ``embed_dims=[16, 32, 80, 64]``.
-
-    Returns:
-        an :class:`LRFormerSegmentor` in eval mode when ``pretrained`` is given, train mode otherwise.
-    """
-    if str(name) not in VARIANTS and Path(name).suffix.lower() in (".yaml", ".yml", ".json"):
-        if not Path(name).is_file():
-            raise FileNotFoundError(f"model file {name} does not exist")
-        overrides = {**read_model_file(name), **overrides}
-        name = overrides.pop("name")
-        pretrained = pretrained or overrides.pop("pretrained", None)
-        overrides.pop("pretrained", None)
-    if num_classes is not None:
-        overrides["num_classes"] = num_classes
-    model = build_model(variant_config(str(name), **overrides))
-    if pretrained:
-        from ..checkpoint import load_checkpoint
-
-        load_checkpoint(model, pretrained, strict=True)
-        model.config["pretrained"] = str(pretrained)
-        model.eval()
-    return model
+@lru_cache(maxsize=None)
+def variant_layout(name: str) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of variant ``name`` (150 classes) and its shape, built on the meta device."""
+    with torch.device("meta"):
+        model = build_model(variant_config(name))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
