@@ -12,7 +12,8 @@ official modules are written (P2T lineage):
   maps with BatchNorm norms.
 
 It loads the released checkpoint layout (the same state dict as ``lrformer``), and it is checked
-against the parity files like the package (``benchmarks/compare_official.py --check``). It is not
+against the parity files like the package (``benchmarks/compare_official.py --check``, and in the
+test suite by ``tests/test_official_reference.py``). It is not
 part of the package and is not used by it.
 """
 
