@@ -17,7 +17,14 @@ from lrformer.models.mask2former.criterion import (
     dice_loss,
     semantic_targets,
 )
-from lrformer.models.mask2former.matcher import hungarian_match, linear_assignment, match_cost
+from lrformer.models.mask2former.matcher import (
+    classification_cost,
+    hungarian_match,
+    linear_assignment,
+    mask_bce_cost,
+    mask_dice_cost,
+    match_cost,
+)
 from lrformer.models.mask2former.point_sample import point_sample, random_points, uncertain_point_coords_with_randomness
 
 
@@ -88,6 +95,88 @@ def test_hungarian_match_without_ground_truth():
     query_idx, gt_idx = hungarian_match(torch.randn(4, 3), torch.randn(4, 8, 8), torch.zeros(0, dtype=torch.long),
                                         torch.zeros(0, 32, 32), num_points=16)  # fmt: skip
     assert query_idx.numel() == gt_idx.numel() == 0
+
+
+# Hand-made matching case: three queries, two ground truths, four points. Mask logits ln 3, 0 and −ln 3 have
+# sigmoid probabilities 3/4, 1/2 and 1/4; class logits ln 2, 0, 0 have softmax (1/2, 1/4, 1/4).
+LN3, LN2 = math.log(3), math.log(2)
+HAND_CLS = [[LN2, 0.0, 0.0], [0.0, 0.0, LN2], [0.0, 0.0, LN2]]  # softmax (1/2, 1/4, 1/4), (1/4, 1/4, 1/2) twice
+HAND_MASKS = [[LN3, LN3, 0.0, -LN3], [0.0] * 4, [LN3, 0.0, -LN3, -LN3]]  # p (¾, ¾, ½, ¼), (½, ½, ½, ½), (¾, ½, ¼, ¼)
+HAND_GT_MASKS, HAND_GT_LABELS = [[1, 1, 0, 0], [1, 1, 1, 0]], [0, 1]
+
+# mmdet ClassificationCost: −softmax probability of the ground truth's class, (Q, N)
+HAND_CLASS_COST = [[-1 / 2, -1 / 4], [-1 / 4, -1 / 4], [-1 / 4, -1 / 4]]
+# mmdet CrossEntropyLossCost(use_sigmoid=True): mean over the points of −ln p (target 1) or −ln(1 − p) (target 0):
+# a = ln(4/3) (p ¾ on 1, p ¼ on 0), b = ln 4 (p ¼ on 1), c = ln 2 (p ½ on either).
+#   q0 on g0: (a, a, c, a), on g1: (a, a, c, a); q1: c at every point; q2 on g0: (a, c, a, a), on g1: (a, c, b, a)
+_A, _B, _C = math.log(4 / 3), math.log(4), math.log(2)
+HAND_BCE_COST = [[(3 * _A + _C) / 4] * 2, [_C, _C], [(3 * _A + _C) / 4, (2 * _A + _B + _C) / 4]]
+# mmdet DiceCost(pred_act=True, eps=1): 1 − (2·Σ p·t + 1) / (Σ p + Σ t + 1), Σ t = 2 (g0) and 3 (g1)
+#   q0 (Σ p = 2.25): g0 Σ p·t = 1.5 → 1 − 4/(2.25 + 2 + 1) = 5/21,   g1 Σ p·t = 2 → 1 − 5/(2.25 + 3 + 1) = 1/5
+#   q1 (Σ p = 2):    g0 Σ p·t = 1 → 1 − 3/(2 + 2 + 1) = 2/5,         g1 Σ p·t = 1.5 → 1 − 4/(2 + 3 + 1) = 1/3
+#   q2 (Σ p = 1.75): g0 Σ p·t = 1.25 → 1 − 3.5/(1.75 + 2 + 1) = 5/19, g1 Σ p·t = 1.5 → 1 − 4/(1.75 + 3 + 1) = 7/23
+HAND_DICE_COST = [[5 / 21, 1 / 5], [2 / 5, 1 / 3], [5 / 19, 7 / 23]]
+# 2·class + 5·BCE + 5·dice:
+#   [[2.13572, 2.44524],
+#    [4.96574, 4.63240],
+#    [2.76104, 4.34024]]
+HAND_COST = [
+    [2 * k + 5 * m + 5 * d for k, m, d in zip(*rows)] for rows in zip(HAND_CLASS_COST, HAND_BCE_COST, HAND_DICE_COST)
+]
+
+
+def _hand_inputs():
+    return (torch.tensor(HAND_CLS), torch.tensor(HAND_MASKS), torch.tensor(HAND_GT_LABELS),
+            torch.tensor(HAND_GT_MASKS, dtype=torch.float32))  # fmt: skip
+
+
+def test_match_cost_pieces_by_hand():
+    cls_pred, mask_logits, gt_labels, gt_masks = _hand_inputs()
+    assert HAND_COST[0] == pytest.approx([2.13572, 2.44524], abs=1e-5)  # the table above
+    assert HAND_COST[2] == pytest.approx([2.76104, 4.34024], abs=1e-5)
+    assert classification_cost(cls_pred, gt_labels).tolist() == [pytest.approx(r, abs=1e-6) for r in HAND_CLASS_COST]
+    assert mask_bce_cost(mask_logits, gt_masks).tolist() == [pytest.approx(r, abs=1e-6) for r in HAND_BCE_COST]
+    assert mask_dice_cost(mask_logits, gt_masks).tolist() == [pytest.approx(r, abs=1e-6) for r in HAND_DICE_COST]
+    # the default weights are the official configs' 2, 5, 5
+    cost = match_cost(cls_pred, mask_logits, gt_labels, gt_masks)
+    assert cost.shape == (3, 2) and cost.tolist() == [pytest.approx(r, abs=1e-5) for r in HAND_COST]
+    # each weight scales its own piece: 1·class + 2·BCE + 3·dice
+    weighted = match_cost(
+        cls_pred, mask_logits, gt_labels, gt_masks, class_weight=1.0, mask_weight=2.0, dice_weight=3.0
+    )
+    expected = [
+        [k + 2 * m + 3 * d for k, m, d in zip(*rows)] for rows in zip(HAND_CLASS_COST, HAND_BCE_COST, HAND_DICE_COST)
+    ]
+    assert weighted.tolist() == [pytest.approx(r, abs=1e-5) for r in expected]
+
+
+def test_hungarian_match_by_hand(monkeypatch):
+    """The hand-made case through ``hungarian_match``: both ground truths' cheapest query is q0 (2.13572 and
+    2.44524), and greedy picking (g0 takes q0, then g1 takes q2) totals 2.13572 + 4.34024 = 6.47596; the optimum
+    gives q0 to g1 and q2 to g0: 2.76104 + 2.44524 = 5.20628. (The other assignments, (g0, g1) ← (q0, q1): 6.76812,
+    (q1, q0): 7.41098, (q1, q2): 9.30598, (q2, q1): 7.39344.)"""
+    import lrformer.models.mask2former.matcher as matcher
+
+    cls_pred, mask_logits, gt_labels, gt_masks = _hand_inputs()
+    # the masks as 1 × 4 maps, read at the four pixel centres instead of random points
+    centres = torch.tensor([[[0.125, 0.5], [0.375, 0.5], [0.625, 0.5], [0.875, 0.5]]])
+    drawn = []
+
+    def fixed_points(batch, num_points, device, generator=None):
+        drawn.append((batch, num_points))
+        return centres.to(device)
+
+    monkeypatch.setattr(matcher, "random_points", fixed_points)
+    query_idx, gt_idx = hungarian_match(cls_pred, mask_logits.view(3, 1, 4), gt_labels, gt_masks.view(2, 1, 4) > 0, 4)
+    assert drawn == [(1, 4)]
+    # the case is built so that the per-column argmin collides and the cheapest total is 5.20628
+    assert [min(range(3), key=lambda q: HAND_COST[q][g]) for g in range(2)] == [0, 0]
+    assert _brute_force_min_cost(torch.tensor(HAND_COST)) == pytest.approx(2.76104 + 2.44524, abs=1e-4)
+    assert query_idx.tolist() == [0, 2] and gt_idx.tolist() == [1, 0]
+    # weights reach the assignment: with the class cost alone q0 (probability 1/2 of class 0) takes g0
+    query_idx, gt_idx = hungarian_match(cls_pred, mask_logits.view(3, 1, 4), gt_labels, gt_masks.view(2, 1, 4) > 0, 4,
+                                        class_weight=1.0, mask_weight=0.0, dice_weight=0.0)  # fmt: skip
+    assert dict(zip(gt_idx.tolist(), query_idx.tolist()))[0] == 0
 
 
 # ----------------------------------------------------------------------------- targets and sampling
