@@ -27,23 +27,31 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     return image.clip(0, 255).astype(np.uint8)
 
 
-def reference_scores(model, path: str, scale=(2048, 512), divisor: int = 32) -> torch.Tensor:
-    """The official single-scale whole-image pipeline written out step by step: logits ``(C, H, W)``."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+def reference_scores(model, path: str, scale=(2048, 512), divisor: int = 32, pipeline: str = "align") -> torch.Tensor:
+    """The official single-scale whole-image pipeline written out step by step: logits ``(C, H, W)``.
+
+    ``align`` (LRFormer): keep-ratio resize, a second resize to multiples of ``divisor``, normalise.
+    ``pad`` (LRFormer+): keep-ratio resize, normalise, zero-pad bottom/right to multiples of
+    ``divisor``; the padding is cropped off the scores.
+    """
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     h, w = bgr.shape[:2]
     f = min(max(scale) / max(h, w), min(scale) / min(h, w))
     new_w, new_h = int(w * f + 0.5), int(h * f + 0.5)
     resized = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    aligned = cv2.resize(
-        resized, (math.ceil(new_w / divisor) * divisor, math.ceil(new_h / divisor) * divisor),
-        interpolation=cv2.INTER_LINEAR,
-    )  # fmt: skip
-    rgb = cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB).astype(np.float32)
+    padded_h, padded_w = math.ceil(new_h / divisor) * divisor, math.ceil(new_w / divisor) * divisor
+    if pipeline == "align":
+        resized = cv2.resize(resized, (padded_w, padded_h), interpolation=cv2.INTER_LINEAR)
+    rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB).astype(np.float32)
     x = (rgb - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
     x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
+    if pipeline == "pad":
+        x = F.pad(x, (0, padded_w - new_w, 0, padded_h - new_h))
     with torch.no_grad():
         logits = model(x)
     logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    if pipeline == "pad":
+        logits = logits[..., :new_h, :new_w]
     return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
 
 

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lrformer import Predictor, create_model
+from lrformer import create_model
 from lrformer.cli.main import main
 
-from .helpers import synthetic_photo
+from .helpers import confident, reference_scores, synthetic_photo
 
 
 def test_predict_folder_with_a_corrupt_file(tmp_path, tiny_model_file, capsys):
@@ -35,8 +35,10 @@ def test_predict_folder_with_a_corrupt_file(tmp_path, tiny_model_file, capsys):
     label = Image.open(out / "a.png")
     assert label.mode == "P" and label.size == (140, 90)
     assert label.getpalette()[:6] == [128, 64, 128, 244, 35, 232]  # Cityscapes road, sidewalk
-    model = create_model(tiny_model_file)
-    np.testing.assert_array_equal(np.asarray(label), Predictor(model)(photos / "a.jpg"))
+    expected = reference_scores(create_model(tiny_model_file), photos / "a.jpg")  # the official pipeline
+    mask = confident(expected).numpy()
+    assert mask.mean() > 0.9
+    np.testing.assert_array_equal(np.asarray(label)[mask], expected.argmax(0).numpy()[mask])
     assert cv2.imread(str(out / "sub" / "b_overlay.jpg")).shape == (70, 50, 3)
 
 

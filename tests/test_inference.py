@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import cv2
 import numpy as np
@@ -201,6 +202,29 @@ def test_window_stride_must_not_exceed_crop():
         InferenceConfig(mode="slide", crop=(512, 512), stride=(1000, 341))
 
 
-def test_tiny_strip_images_still_run(tiny_model):
-    label = Predictor(tiny_model)(synthetic_photo(1, 600, seed=0))
-    assert label.shape == (1, 600)
+def test_a_one_pixel_strip_is_segmented_through_windows_by_hand(tiny_model, caplog):
+    """A 1×600 strip under a (512, 128) bound: f = min(512/600, 128/1) = 0.8533 → (int(0.85 + .5),
+    int(512.5)) = (1, 512) (never 0 pixels high), aligned to (32, 512); above the attention budget,
+    so windows along the long side, which the warning names."""
+    bgr = synthetic_photo(1, 600, seed=0)
+    with caplog.at_level(logging.WARNING):
+        predictor = Predictor(tiny_model, scale=(512, 128), max_attention_elements=2**26)
+        scores = predictor.predict_scores(bgr[:, :, ::-1])  # an RGB array
+    found = re.search(r"input 32x512: .* using (\d+)x(\d+) windows \(stride (\d+)\)", caplog.text)
+    assert found, caplog.text
+    crop_w, stride = int(found.group(2)), int(found.group(3))
+    assert int(found.group(1)) == 32 and crop_w < 512
+    resized = cv2.resize(cv2.resize(bgr, (512, 1), interpolation=cv2.INTER_LINEAR), (512, 32))
+    x = (resized[:, :, ::-1] - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
+    x = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
+    total, count = torch.zeros(1, 5, 32, 512), torch.zeros(512)
+    starts = sorted({min(i * stride, 512 - crop_w) for i in range((512 - crop_w + stride - 1) // stride + 1)})
+    with torch.no_grad():
+        for x1 in starts:
+            logits = tiny_model(x[..., x1 : x1 + crop_w])
+            total[..., x1 : x1 + crop_w] += torch.nn.functional.interpolate(logits, (32, crop_w), mode="bilinear")
+            count[x1 : x1 + crop_w] += 1
+    assert count.min() >= 1
+    expected = torch.nn.functional.interpolate(total / count, (1, 600), mode="bilinear")[0]
+    assert scores.shape == (5, 1, 600)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
