@@ -5,6 +5,8 @@ multiply-accumulates of convolutions, linear layers and attention matmuls, plus 
 per-element estimates for normalisation, bilinear upsampling and adaptive average pooling.
 ``FlopCounterMode`` counts FLOPs (2 per MAC); the per-element ops are registered at twice their
 weight so that halving gives the MAC convention everywhere.
+
+Design notes: ``docs/design.md``, section 8 (FLOPs counting).
 """
 
 from __future__ import annotations

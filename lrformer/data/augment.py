@@ -5,6 +5,8 @@
 pad to the crop size (images with 0, labels with the ignore index). Every random draw comes from
 the ``numpy.random.Generator`` passed in, so a sample's augmentation is reproducible from its
 seed (exact resume, identical results across worker counts).
+
+Design notes: ``docs/design.md``, section 9 (training semantics).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ a mapping holding ``_delete_: true`` replaces the mapping below it instead.
 
 Every key a config may hold is in :data:`DEFAULTS`; an unknown key is an error naming the closest
 valid one. Values default to the official ADE20K recipe for LRFormer-T.
+
+Design notes: ``docs/design.md``, section 9 (training semantics).
 """
 
 from __future__ import annotations

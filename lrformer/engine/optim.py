@@ -3,6 +3,8 @@
 Parameter groups follow mmengine's ``DefaultOptimWrapperConstructor`` (``paramwise_cfg`` with
 ``custom_keys`` and ``norm_decay_mult``); the schedule follows mmengine's iteration-based
 ``LinearLR`` warm-up and ``PolyLR`` decay, stepped once per iteration.
+
+Design notes: ``docs/design.md``, section 9 (training semantics).
 """
 
 from __future__ import annotations

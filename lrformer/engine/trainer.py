@@ -1,4 +1,7 @@
-"""The iteration-based trainer: one process, or many under torchrun (DDP + SyncBatchNorm)."""
+"""The iteration-based trainer: one process, or many under torchrun (DDP + SyncBatchNorm).
+
+Design notes: ``docs/design.md``, section 9 (training semantics).
+"""
 
 from __future__ import annotations
 

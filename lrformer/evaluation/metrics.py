@@ -3,6 +3,8 @@
 Per class, intersection / union / label area are **summed over the whole set** (not averaged
 per image); IoU = I/U, Acc = I/label area, aAcc = ΣI/Σlabel area; mIoU and mAcc are means over
 the classes whose denominator is non-zero. Pixels labelled ``ignore_index`` are ignored.
+
+Design notes: ``docs/design.md``, section 7 (evaluation).
 """
 
 from __future__ import annotations

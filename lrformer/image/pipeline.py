@@ -2,6 +2,8 @@
 
 Shared by the predictor (which runs the pipeline) and the dataset descriptions (which carry each
 dataset's official settings).
+
+Design notes: ``docs/design.md``, section 6 (the test pipelines).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class InferenceConfig:
         scale: ``(long, short)`` bound of the keep-ratio resize, e.g. ``(2048, 512)``.
         size_divisor: alignment / padding multiple.
         crop, stride: ``(h, w)`` window size and step of ``slide`` mode.
-        tta_ratios: scale ratios; ``scale`` is multiplied by each (``(1.0,)``: no multi-scale).
+        tta_ratios: scale ratios (``(1.0,)``: no multi-scale). ``align``: ``scale`` is multiplied by each;
+            ``pad``: the original image size is (mmseg 1.x's ``tta_pipeline``, no bound).
         flip: also run horizontally flipped inputs (merged by averaging softmax probabilities).
         max_attention_elements: above this attention size (entries per image) a whole-mode input
             is processed in windows along its long side instead (extreme aspect ratios).

@@ -1,4 +1,7 @@
-"""Test-time preprocessing with the official (mmcv / mmsegmentation) semantics (the pipeline of the released results)."""
+"""Test-time preprocessing with the official (mmcv / mmsegmentation) semantics (the pipeline of the released results).
+
+Design notes: ``docs/design.md``, section 6 (the test pipelines).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The predictor: images in, label maps out, with the official test pipeline."""
+"""The predictor: images in, label maps out, with the official test pipeline.
+
+Design notes: ``docs/design.md``, section 6 (the test pipelines).
+"""
 
 from __future__ import annotations
 
@@ -201,7 +204,8 @@ class Predictor:
         return results
 
     def predict_scores(self, image: ImageInput) -> torch.Tensor:
-        """Scores ``(C, H, W)`` at the original size: logits (probabilities for TTA)."""
+        """Scores ``(C, H, W)`` at the original size: LRHead logits, LRFormer+ class scores (summed
+        probabilities), or with TTA the averaged softmax probabilities."""
         prepared = prepare(image, self.config)
         self._run_views(prepared.views, 1)
         return self._merged_rows(prepared.views, prepared.size, slice(0, prepared.size[0]))

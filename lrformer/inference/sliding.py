@@ -1,4 +1,7 @@
-"""Sliding-window arithmetic (mmsegmentation ``slide_inference``) and the large-attention guard."""
+"""Sliding-window arithmetic (mmsegmentation ``slide_inference``) and the large-attention guard.
+
+Design notes: ``docs/design.md``, section 6 (the test pipelines).
+"""
 
 from __future__ import annotations
 
@@ -63,7 +66,8 @@ def long_side_windows(
 
     Returns ``(crop, stride)`` (``(h, w)`` each) or ``None`` when the whole input fits (or the
     budget is 0: no fallback). The window
-    keeps the full short side and the largest power-of-two aspect ratio (up to 8) that fits.
+    keeps the full short side and the largest power-of-two aspect ratio (up to 8) that fits; when
+    not even a square window fits, square windows are used anyway (the smallest this can do).
     """
     if budget <= 0 or attention_elements(height, width) <= budget:
         return None

@@ -1,4 +1,7 @@
-"""The LRFormer backbone: a convolutional stem and four stages at strides 4/8/16/32."""
+"""The LRFormer backbone: a convolutional stem and four stages at strides 4/8/16/32.
+
+Design notes: ``docs/design.md``, section 3 (backbone and blocks).
+"""
 
 from __future__ import annotations
 

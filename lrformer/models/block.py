@@ -1,4 +1,7 @@
-"""The LRFormer block and its inverted-residual MLP, shared by backbone and LRHead."""
+"""The LRFormer block and its inverted-residual MLP, shared by backbone and LRHead.
+
+Design notes: ``docs/design.md``, section 3 (backbone and blocks).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Accepted forms: a dict with ``state_dict`` or ``model``, or the state dict itself; keys
 may carry a ``module.`` prefix; weights may be fp16. Segmentation checkpoints hold ``backbone.*``
 and ``decode_head.*``; ImageNet checkpoints hold the backbone alone, without prefix.
+
+Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 """
 
 from __future__ import annotations

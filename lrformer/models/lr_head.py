@@ -1,4 +1,7 @@
-"""LRHead, the LRFormer decode head: two LRSA fuse blocks on 1/8-resolution features."""
+"""LRHead, the LRFormer decode head: two LRSA fuse blocks on 1/8-resolution features.
+
+Design notes: ``docs/design.md``, section 4 (decode heads).
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ class LRHead(nn.Module):
 
     1. resize the three to the stride-8 size; ``squeeze1`` on their concatenation;
     2. ``fuse_block1``; ``squeeze2`` on ``cat(x, stride-32 feature)``; ``fuse_block2``;
-    3. dropout, ``conv_seg`` → logits ``(B, num_classes, H/8, W/8)``.
+    3. dropout, ``conv_seg`` → logits ``(B, num_classes, ⌈H/8⌉, ⌈W/8⌉)``.
 
     Fuse blocks are LRFormer blocks with BatchNorm norms, layer scale, 8 heads, MLP ratio 4 and
     an LRSA with query size ``q_pooled_size`` (32) and no pyramid convs.

@@ -3,6 +3,8 @@
 LRSA computes attention in a fixed low-resolution space whatever the input size: the queries are
 average-pooled to a ~``q×q`` grid that keeps the aspect ratio, the keys/values come from a small
 pyramid of pooled maps, and the attended result is bilinearly upsampled back to the input size.
+
+Design notes: ``docs/design.md``, section 2 (LRSA).
 """
 
 from __future__ import annotations

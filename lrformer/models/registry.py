@@ -2,6 +2,8 @@
 
 Both :func:`~lrformer.models.factory.create_model` and the checkpoint loader (which recognises a
 file's variant by its key layout) build models through :func:`build_model`.
+
+Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lrformer_l": {**_variant([96, 192, 480, 640], [4, 6, 18, 8], 640, 0.6), "test_scale": (2560, 640)},
     "lrformer_xl": _variant([128, 256, 640, 768], [4, 8, 22, 8], None, 0.0),
 }
-"""Hyper-parameters of the released variants; drop-path rates of the official ADE20K recipes."""
+"""Hyper-parameters of the released variants; drop-path rates of the official ADE20K recipes of LRFormer-T/S/B/L
+(LRFormer-XL, released as a backbone, has none; its XL+ recipe sets 0.4 in its config)."""
 
 PLUS_HEAD: dict[str, Any] = dict(
     feat_channels=256,

@@ -18,6 +18,8 @@ identity of ``x + D(x)`` folded into the depth-wise kernel, in-place residual ad
 
 The copy is for inference only: its parameters no longer follow the released layout (BatchNorms
 are gone), so keep the original model for training and for saving checkpoints.
+
+Design notes: ``docs/design.md``, section 6 (the test pipelines: the fast path).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ computed (mmdet ``Mask2FormerHead._loss_by_feat_single``):
 the mask losses on ``num_points`` importance-sampled points per mask and divided by the number of
 matched masks in the batch, where an image without any ground-truth mask counts as one (mmdet's
 ``max(num_pos, 1)`` per image), averaged over processes under ``torch.distributed``.
+
+Design notes: ``docs/design.md``, section 9 (training semantics).
 """
 
 from __future__ import annotations

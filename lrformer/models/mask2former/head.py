@@ -1,4 +1,7 @@
-"""Mask2Former head for semantic segmentation (mmseg 1.x ``Mask2FormerHead`` on mmdet 3.x)."""
+"""Mask2Former head for semantic segmentation (mmseg 1.x ``Mask2FormerHead`` on mmdet 3.x).
+
+Design notes: ``docs/design.md``, section 4 (decode heads).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ The cost is that of the official Mask2Former configs::
 
 evaluated on ``num_points`` points drawn uniformly at random, the same points for all predicted and
 ground-truth masks of one image (mmdet ``Mask2FormerHead._get_targets_single``).
+
+Design notes: ``docs/design.md``, section 9 (training semantics).
 """
 
 from __future__ import annotations
