@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..models.checkpoint import load_failure
+from ..models.weights import load_failure
 from ..utils import atomic_path
 
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pth$")

@@ -1,4 +1,5 @@
-"""Reading released (and our own) checkpoints into LRFormer models, with key-by-key diagnostics.
+"""Loading released (and our own) checkpoints into LRFormer models, with key-by-key diagnostics
+and fine-tuning to another class count (files, URLs and Hub names are read by :mod:`.weights`).
 
 Accepted forms: a dict with ``state_dict`` or ``model``, or the state dict itself; keys
 may carry a ``module.`` prefix; weights may be fp16. Segmentation checkpoints hold ``backbone.*``
@@ -9,7 +10,6 @@ Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +19,26 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..utils import CACHE_DIR, atomic_path
 from .registry import list_models, variant_layout
+from .weights import Checkpoint, read_checkpoint, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_PREFIXES = ("head.",)
 """Keys of ImageNet classification heads, ignored when a backbone-only file is loaded."""
+
+CLASS_DEPENDENT_PREFIXES = ("decode_head.conv_seg.", "decode_head.cls_embed.")
+"""The only keys whose shape depends on the number of classes: LRHead's classifier and the
+LRFormer+ class embedding (``num_classes + 1`` rows, the last one "no object")."""
+
+
+def checkpoint_classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The number of classes a segmentation state dict was trained for (``None``: no classifier)."""
+    if "decode_head.conv_seg.weight" in state:
+        return int(state["decode_head.conv_seg.weight"].shape[0])
+    if "decode_head.cls_embed.weight" in state:
+        return int(state["decode_head.cls_embed.weight"].shape[0]) - 1
+    return None
 
 
 class CheckpointMismatchError(CheckpointError, RuntimeError):
@@ -41,89 +54,12 @@ class LoadReport:
     unexpected: dict[str, tuple] = field(default_factory=dict)
     mismatched: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    reset: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)
+    """Class-dependent keys of another class count, left at their initialisation (fine-tuning)."""
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
-
-
-def _is_url(path: str | Path) -> bool:
-    return "://" in str(path)
-
-
-def _download(url: str) -> Path:
-    """Download ``url`` once into the cache directory (atomically) and return the local path."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    target = CACHE_DIR / f"{digest}_{Path(url.split('?')[0]).name}"
-    if not target.exists():
-        try:
-            with atomic_path(target) as tmp:
-                torch.hub.download_url_to_file(url, str(tmp), progress=True)
-        except Exception as exc:  # URLError, HTTPError, timeouts, unknown schemes, a full disk
-            reason = getattr(exc, "reason", None) or exc
-            raise CheckpointError(
-                f"cannot download {url}: {reason}; check the address and the network, or download the file "
-                "yourself and pass its local path"
-            ) from exc
-    return target
-
-
-def read_state_dict(path_or_url: str | Path) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file (``weights_only=True``) and return its flat state dict, unwrapped.
-
-    Unwraps ``state_dict`` / ``model`` and strips a ``module.`` prefix.
-    """
-    path = _download(str(path_or_url)) if _is_url(path_or_url) else Path(path_or_url)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder: give the checkpoint file inside it")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (give a local file path or an http(s) URL)")
-    try:
-        with torch.serialization.safe_globals(_numpy_metadata_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors carry unhelpful messages
-        error = CheckpointError(
-            f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}\n"
-            "A file saved with torch.save loads when it holds tensors, numbers, strings and containers "
-            "(numpy scalars in its metadata are accepted too). If the file is from a source you trust and "
-            "its metadata holds other objects, re-save only its weights: "
-            "torch.save({'state_dict': torch.load(PATH, weights_only=False)['state_dict']}, NEW_PATH)"
-        )
-        error.summary = (
-            f"cannot read checkpoint {path}: {load_failure(exc)} (--debug says how to re-save a trusted file)"
-        )
-        raise error from exc
-    return unwrap_state_dict(obj, source=str(path))
-
-
-def load_failure(exc: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in a few words."""
-    if "Unsupported global" in str(exc):
-        return "it holds pickled objects other than tensors and plain data, which are not loaded (unsafe)"
-    return "it is damaged, or not a file written by torch.save"
-
-
-def _numpy_metadata_globals() -> list:
-    """numpy scalar/array reconstructors that mmengine checkpoints carry in ``meta`` (e.g. best scores)."""
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    found = [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype]
-    found += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
-    return found
-
-
-def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint object (``state_dict``/``model`` wrappers, ``module.`` prefix)."""
-    for wrapper in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
-            obj = obj[wrapper]
-            break
-    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise CheckpointError(
-            f"{source}: no state dict found (expected tensors, or a dict with 'state_dict' or 'model')"
-        )
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
 def _adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> dict[str, torch.Tensor]:
@@ -173,7 +109,10 @@ def mismatch_message(report: LoadReport, source: str, model: nn.Module, state: M
         rows = [f"{k} {list(s)}" for k, s in sorted(report.unexpected.items())]
         lines += _format_keys(f"{len(rows)} unexpected key(s) in the checkpoint", rows)
     lines.append(guess_variant(state))
-    lines.append("Create the matching model, or pass strict=False to load only the keys that match.")
+    lines.append(
+        "Create the matching model; to fine-tune to another class count pass num_classes to create_model "
+        "(only the classifier is re-initialised); strict=False loads only the keys that match."
+    )
     return "\n".join(lines)
 
 
@@ -201,23 +140,34 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str:
     return "The checkpoint does not look like any released LRFormer variant."
 
 
-def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any], strict: bool = True) -> LoadReport:
+def load_checkpoint(
+    model: nn.Module,
+    path_or_url: str | Path | Mapping[str, Any] | Checkpoint,
+    strict: bool = True,
+    reset_classifier: bool = False,
+) -> LoadReport:
     """Load a checkpoint into ``model``, casting every tensor to the model's dtype.
 
     Args:
         model: an LRFormer segmentor (or a bare backbone).
-        path_or_url: local path, http(s) URL (downloaded once to ``~/.cache/lrformer``), or an
-            already loaded checkpoint object.
+        path_or_url: local path (PyTorch or ``.safetensors``), http(s) URL (downloaded once to
+            ``~/.cache/lrformer``), ``hf-hub:OWNER/REPO/PATH[@REVISION]``, or an already loaded
+            checkpoint object.
         strict: raise :class:`CheckpointMismatchError` listing every missing, unexpected and
             mis-shaped key (and the variant the file looks like) instead of loading a partial match.
+        reset_classifier: fine-tuning to another class count: when the class-dependent layers
+            (:data:`CLASS_DEPENDENT_PREFIXES`) differ in shape, keep them at their initialisation
+            and log their names; every other weight must still match (with ``strict``).
 
     Returns:
         a :class:`LoadReport`; with ``strict=False`` it says what was skipped.
     """
-    if isinstance(path_or_url, Mapping):
+    if isinstance(path_or_url, Checkpoint):
+        source, state = path_or_url.source, path_or_url.state_dict
+    elif isinstance(path_or_url, Mapping):
         source, state = "object", unwrap_state_dict(path_or_url)
     else:
-        source, state = str(path_or_url), read_state_dict(path_or_url)
+        source, state = str(path_or_url), read_checkpoint(path_or_url).state_dict
     report = LoadReport()
     state = _adapt_to_model(state, model, report)
     own = model.state_dict()
@@ -225,7 +175,10 @@ def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any
         if key not in own:
             report.unexpected[key] = _shape(value)
         elif _shape(value) != _shape(own[key]):
-            report.mismatched[key] = (_shape(value), _shape(own[key]))
+            target = (
+                report.reset if reset_classifier and key.startswith(CLASS_DEPENDENT_PREFIXES) else report.mismatched
+            )
+            target[key] = (_shape(value), _shape(own[key]))
     backbone_only = hasattr(model, "backbone") and not any(k.startswith("decode_head.") for k in state)
     for key, value in own.items():
         if key not in state and not (backbone_only and not key.startswith("backbone.")):
@@ -236,15 +189,22 @@ def load_checkpoint(model: nn.Module, path_or_url: str | Path | Mapping[str, Any
         name = getattr(model, "config", {}).get("name") or type(model).__name__
         error.summary = (
             f"checkpoint {source} does not match the model ({name}): {count} key(s) differ. {guess_variant(state)} "
-            "Use the model (and number of classes) the file was trained with (--debug lists every key)."
+            "Use the model the file was trained with, or load only the matching keys with strict=False "
+            "(training: --set model.strict=false) (--debug lists every key)."
         )
         raise error
     loadable = {
         k: v.to(own[k].dtype) if v.is_floating_point() else v
         for k, v in state.items()
-        if k in own and k not in report.mismatched
+        if k in own and k not in report.mismatched and k not in report.reset
     }
     model.load_state_dict(loadable, strict=False)
+    if report.reset:
+        rows = ", ".join(f"{k} {list(c)} -> {list(m)}" for k, (c, m) in sorted(report.reset.items()))
+        logger.warning(
+            "fine-tuning to %s classes (checkpoint %s has %s): re-initialised %s; every other weight is loaded",
+            checkpoint_classes(own), source, checkpoint_classes(state), rows,
+        )  # fmt: skip
     if not report.ok:
         logger.warning(mismatch_message(report, source, model, state))
     return report
