@@ -105,6 +105,14 @@ MISTAKES = {
     "eval --json into the dataset": (lambda w: ["eval", "--model", "lrformer_t", "--data", str(w[1]), "--data-root",
                                                 str(w[0] / "data"), "--json", str(w[0] / "data" / "m.json")],
                                      "is inside the input folder"),
+    "neither --model nor --weights": (lambda w: ["predict", str(w[0] / "photos"), "--out", str(w[0] / "o8")],
+                                      "give --weights (a checkpoint written by lrformer train"),
+    "malformed hub name": (lambda w: _predict(w, "--weights", "hf-hub:owner/file.pth", "--out", str(w[0] / "o9")),
+                           "a Hub name is hf-hub:OWNER/REPO/PATH[@REVISION]"),
+    "released weights without --model": (lambda w: ["predict", "--weights", str(w[0] / "other.pth"),
+                                                    str(w[0] / "photos"), "--out", str(w[0] / "o10")],
+                                          "holds weights but no model description"),
+    "strict not a bool": (lambda w: _train(w, "model.strict=maybe"), "model.strict must be true or false"),
 }  # fmt: skip
 if not torch.cuda.is_available():
     MISTAKES["cuda without a GPU"] = (lambda w: _train(w, "train.device=cuda"), "use --set train.device=cpu")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -29,7 +32,14 @@ def workspace(tmp_path_factory) -> Path:
     """The files the snippets name: an LRFormer-T checkpoint in the released layout and a photo."""
     folder = tmp_path_factory.mktemp("readme")
     torch.manual_seed(0)
-    torch.save({"state_dict": lrformer.create_model("lrformer_t").state_dict()}, folder / "lrformer_t_ade20k.pth")
+    model = lrformer.create_model("lrformer_t")
+    torch.save({"state_dict": model.state_dict()}, folder / "lrformer_t_ade20k.pth")
+    run = lrformer.create_model("lrformer_t", num_classes=3)  # what lrformer train writes
+    description = lrformer.models.factory.describe(
+        run, ["sky", "road", "car"], [[0, 0, 255]] * 3, {"scale": [512, 128]}
+    )
+    (folder / "work_dirs" / "my_run").mkdir(parents=True)
+    torch.save({"state_dict": run.state_dict(), "lrformer": description}, folder / "work_dirs/my_run/iter_20000.pth")
     cv2.imwrite(str(folder / "photo.jpg"), synthetic_photo(96, 128, seed=7))
     ade = folder / "data" / "ADEChallengeData2016"
     for index in range(2):
@@ -65,3 +75,21 @@ def test_the_model_file_example_loads(tmp_path, monkeypatch):
     assert model.num_classes == 5 and not model.training
     for key, value in weights.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_the_fine_tuning_walkthrough_runs(tmp_path):
+    """The README's "Fine-tune on your own dataset" commands, with 2 iterations instead of 100."""
+    text = README.read_text()
+    section = text[text.index("## Fine-tune on your own dataset") :]
+    script = BLOCK.search(section).group(2)
+    script = script.replace("iters 100", "iters 2").replace("max_iters=100", "max_iters=2")
+    script = script.replace("iter_100", "iter_2").replace("lrformer/configs/", f"{README.parent}/lrformer/configs/")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "re-initialised decode_head.conv_seg.bias [5] -> [7]" in result.stderr
+    for folder in ("predictions", "predictions_fp16"):
+        assert len(list((tmp_path / folder).glob("*.png"))) == 50
+    assert (tmp_path / "mine.safetensors").stat().st_size < (tmp_path / "work_dirs/mine/iter_2.pth").stat().st_size / 4

@@ -40,8 +40,11 @@ def _int_at_least(text: str, low: int) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l) or a model YAML/JSON")
-    parser.add_argument("--weights", default=None, help="checkpoint path or URL (released, or saved by lrformer train)")
+    parser.add_argument("--model", default=None,
+                        help="variant name (lrformer_t|s|b|l, ..._plus) or a model YAML/JSON; not needed for a "
+                        "checkpoint written by lrformer train, which describes its model")  # fmt: skip
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint: a path (.pth or .safetensors), an http(s) URL or hf-hub:OWNER/REPO/PATH[@REV]")  # fmt: skip
     parser.add_argument(
         "--num-classes",
         type=positive_int,
@@ -107,13 +110,17 @@ def inference_config(args: argparse.Namespace, base: InferenceConfig) -> Inferen
 
 
 def load_model(args: argparse.Namespace):
-    """The model named by ``--model`` with ``--weights`` loaded (strictly), in eval mode, reparameterized
-    for inference unless ``--no-fast``."""
+    """The model of ``--model`` / ``--weights`` (a self-describing checkpoint needs no ``--model``),
+    loaded strictly, in eval mode, reparameterized for inference unless ``--no-fast``."""
     from .. import create_model, reparameterize_model
     from ..engine.distributed import check_device
+    from ..errors import ConfigError
 
     check_device(args.device, "--device", "--device cpu")
-    model = create_model(args.model, num_classes=args.num_classes, pretrained=args.weights)
+    if args.model is None and args.weights is None:
+        raise ConfigError("give --weights (a checkpoint written by lrformer train names its model) and/or --model")
+    name, weights = (args.model, args.weights) if args.model else (args.weights, None)
+    model = create_model(name, num_classes=args.num_classes, pretrained=weights, reset_classifier=False)
     if not args.weights and not getattr(model, "config", {}).get("pretrained"):
         print("warning: no --weights given: the model has random weights", flush=True)
     return model.eval() if args.no_fast else reparameterize_model(model, inplace=True)

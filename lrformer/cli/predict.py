@@ -165,6 +165,7 @@ def resolve_palette(name: str, num_classes: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -186,7 +187,11 @@ def run(args: argparse.Namespace) -> int:
     items = list(zip(files, names))
     model = load_model(args)
     predictor = Predictor(model, inference_config(args, model_defaults(model)), device=args.device)
-    palette = resolve_palette(args.palette or default_palette(predictor.num_classes), predictor.num_classes)
+    saved = model.config.get("palette") if hasattr(model, "config") else None  # a self-describing checkpoint's
+    if saved and not args.palette and len(saved) >= (predictor.num_classes or 0):
+        palette = np.asarray(saved, dtype=np.uint8)
+    else:
+        palette = resolve_palette(args.palette or default_palette(predictor.num_classes), predictor.num_classes)
     loader = torch.utils.data.DataLoader(
         _Images(items, predictor.config), batch_size=args.batch_size, num_workers=args.workers,
         collate_fn=list, shuffle=False,

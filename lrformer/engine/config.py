@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "drop_path_rate": 0.1,
         "pretrained": None,  # a full checkpoint to start from (fine-tuning)
         "backbone_checkpoint": None,  # backbone weights: ImageNet (the recipe), or a segmentation checkpoint's
+        "strict": True,  # false: load only the keys that match (a classifier of another class count is always reset)
         "overrides": {},  # other create_model arguments (embed_dims, depths, ...)
     },
     "data": {

@@ -55,6 +55,7 @@ RULES: dict[str, Rule] = {
     "model.drop_path_rate": _number(lambda v: 0 <= v < 1, "a rate in [0, 1)"),
     "model.pretrained": Rule(str, what="a checkpoint path or URL", optional=True),
     "model.backbone_checkpoint": Rule(str, what="a checkpoint path or URL", optional=True),
+    "model.strict": Rule(bool, what="true or false"),
     "data.dataset": Rule(str, lambda v: bool(v), "ade20k, cityscapes, cocostuff or a dataset YAML"),
     "data.root": STRING,
     "data.train_split": STRING,

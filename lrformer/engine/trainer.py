@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ from ..evaluation import evaluate
 from ..inference.predictor import model_defaults
 from ..models import create_model
 from ..models.checkpoint import load_checkpoint
+from ..models.factory import describe
 from ..utils import peak_memory_mb, require_extra
 from . import checkpointing, workdir
 from .data import AugmentedDataset, batches
@@ -93,13 +94,16 @@ class Trainer:
         model_cfg = config["model"]
         self.model = create_model(
             model_cfg["name"], num_classes=model_cfg["num_classes"] or len(spec.classes),
-            pretrained=model_cfg["pretrained"], drop_path_rate=model_cfg["drop_path_rate"], **model_cfg["overrides"],
+            pretrained=model_cfg["pretrained"], strict=model_cfg["strict"], drop_path_rate=model_cfg["drop_path_rate"],
+            **model_cfg["overrides"],
         ).train()  # fmt: skip
         # validation as the official test pipeline of the model (LRFormer+: resize and pad; L: its
         # 640 scale) on top of the dataset's settings, then the config's `test` section
         self.test_config = replace(model_defaults(self.model, spec.test), **_tuples(config["test"]))
+        # what every checkpoint carries so that it can be used on its own (predict / eval / export)
+        self.description = describe(self.model, spec.classes, spec.palette, asdict(self.test_config))
         if model_cfg["backbone_checkpoint"]:  # ImageNet weights, or the backbone of a segmentation checkpoint
-            load_checkpoint(self.model.backbone, model_cfg["backbone_checkpoint"])
+            load_checkpoint(self.model.backbone, model_cfg["backbone_checkpoint"], strict=model_cfg["strict"])
         self.model.to(self.device)
         if self.dist.enabled:
             self.model = synchronise_batchnorm(self.model, self.device, train_cfg["sync_bn"])
@@ -152,6 +156,7 @@ class Trainer:
             "best_miou": self.best_miou,
             "rng": self._rng_states if self._rng_states is not None else [checkpointing.rng_state(self.device)],
             "config": self.cfg,
+            "lrformer": self.description,
         }
 
     def _resume(self, resume: bool | str | Path) -> None:

@@ -77,9 +77,12 @@ def prepare(image: ImageInput, config: InferenceConfig, keep_image: bool = False
 def model_defaults(model: nn.Module, base: InferenceConfig | None = None) -> InferenceConfig:
     """``base`` (default settings, or a dataset's) adapted to the model: its test pipeline
     (``pad`` for LRFormer+) and, where ``base`` has the standard 512 bound, the model's own test
-    scale (LRFormer-L: ``(2560, 640)``)."""
-    base = base or InferenceConfig()
+    scale (LRFormer-L: ``(2560, 640)``). Without ``base``, a model loaded from a self-describing
+    checkpoint uses the test settings it was trained and validated with."""
     config = getattr(model, "config", {})
+    if base is None and config.get("test"):
+        return InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["test"].items()})
+    base = base or InferenceConfig()
     changes: dict = {"pipeline": config.get("test_pipeline", base.pipeline)}
     if config.get("test_scale") and base.scale == InferenceConfig.scale:
         changes["scale"] = tuple(config["test_scale"])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..utils import unknown_key_error
-from .checkpoint import load_checkpoint
-from .registry import FILE_KEYS, VARIANTS, build_model, variant_config
+from .checkpoint import checkpoint_classes, load_checkpoint
+from .registry import FILE_KEYS, OVERRIDE_KEYS, PLUS_OVERRIDE_KEYS, VARIANTS, build_model, variant_config
+from .weights import is_remote, looks_like_checkpoint, read_checkpoint
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -33,30 +35,67 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     data = dict(data)
     data.setdefault("name", "lrformer_t")
     pretrained = data.get("pretrained")
-    if pretrained and "://" not in str(pretrained) and not Path(pretrained).is_absolute():
+    if pretrained and not is_remote(pretrained) and not Path(pretrained).is_absolute():
         data["pretrained"] = str(path.parent / pretrained)
     return data
+
+
+DESCRIPTION_FORMAT = 1
+
+
+def describe(
+    model: nn.Module,
+    classes: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+    test: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model description a checkpoint carries so that it can be used on its own: the
+    ``create_model`` arguments (variant, class count, hyper-parameters), the class names, the
+    palette (``(r, g, b)`` per class) and the test-time settings (``InferenceConfig`` fields)."""
+    config = model.config
+    keys = ("num_classes",) + OVERRIDE_KEYS + (PLUS_OVERRIDE_KEYS if config["name"].endswith("_plus") else ())
+    arguments = {"name": config["name"], **{k: config[k] for k in dict.fromkeys(keys) if k in config}}
+    arguments.pop("drop_path_rate", None)  # a training setting, not part of the model
+    return {
+        "format": DESCRIPTION_FORMAT,
+        "model": arguments,
+        "classes": list(classes) if classes is not None else None,
+        "palette": [list(map(int, color)) for color in palette] if palette is not None else None,
+        "test": dict(test) if test is not None else None,
+    }
 
 
 def create_model(
     name: str | Path,
     num_classes: int | None = None,
     pretrained: str | Path | None = None,
+    strict: bool = True,
+    reset_classifier: bool | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Create an LRFormer model.
+    """Create an LRFormer model, optionally with weights.
 
     Args:
         name: ``lrformer_t|s|b|l`` (segmentor with LRHead), ``lrformer_xl`` (backbone only),
-            ``lrformer_{t,s,b,l,xl}_plus`` (LRFormer+, Mask2Former head), or a path to a YAML/JSON
-            file holding these same arguments.
-        num_classes: classes of the decode head (default 150, ADE20K).
-        pretrained: local path or URL of a checkpoint to load (strictly), see :func:`load_checkpoint`.
+            ``lrformer_{t,s,b,l,xl}_plus`` (LRFormer+, Mask2Former head), a path to a YAML/JSON
+            file holding these same arguments, or a checkpoint written by this package (path,
+            URL or ``hf-hub:`` name), which describes its own model.
+        num_classes: classes of the decode head. Default: the checkpoint's (from its description,
+            or the shape of its classifier), else 150 (ADE20K). A different count than the
+            checkpoint's means fine-tuning: only the classifier is re-initialised (logged).
+        pretrained: weights to load: local file (PyTorch or ``.safetensors``), http(s) URL or
+            ``hf-hub:OWNER/REPO/PATH[@REVISION]``, see :func:`load_checkpoint`.
+        strict: every key and shape must match (apart from the classifier when fine-tuning);
+            ``False`` loads the matching keys and logs the rest.
+        reset_classifier: re-initialise a classifier of another class count instead of failing
+            (default: when ``num_classes`` is given).
         **overrides: any of :data:`OVERRIDE_KEYS` (and :data:`PLUS_OVERRIDE_KEYS` for "+" models),
             e.g. ``embed_dims=[16, 32, 80, 64]``.
 
     Returns:
-        an :class:`LRFormerSegmentor` in eval mode when ``pretrained`` is given, train mode otherwise.
+        an :class:`LRFormerSegmentor` in eval mode when weights are loaded, train mode otherwise.
+        A self-describing checkpoint also sets ``model.config["classes"]``, ``["palette"]`` and
+        ``["test"]`` (unless the classifier was re-initialised).
     """
     if str(name) not in VARIANTS and Path(name).suffix.lower() in (".yaml", ".yml", ".json"):
         if not Path(name).is_file():
@@ -65,11 +104,31 @@ def create_model(
         name = overrides.pop("name")
         pretrained = pretrained or overrides.pop("pretrained", None)
         overrides.pop("pretrained", None)
+    elif str(name) not in VARIANTS and looks_like_checkpoint(name):
+        if pretrained:
+            raise ConfigError(f"create_model got two checkpoints, {name} and pretrained={pretrained}: give one")
+        name, pretrained = None, name
+    checkpoint = read_checkpoint(pretrained) if pretrained else None
+    description = checkpoint.description if checkpoint else None
+    if description and name in (None, description["model"]["name"]):
+        described = dict(description["model"])
+        name = described.pop("name")
+        overrides = {**described, **overrides}
+    if name is None:
+        raise ConfigError(
+            f"{pretrained} holds weights but no model description (e.g. a released checkpoint): name the variant, "
+            f"e.g. create_model('lrformer_t', pretrained='{pretrained}') or --model lrformer_t"
+        )
+    reset_classifier = num_classes is not None if reset_classifier is None else reset_classifier
     if num_classes is not None:
         overrides["num_classes"] = num_classes
+    elif checkpoint and "num_classes" not in overrides and checkpoint_classes(checkpoint.state_dict):
+        overrides["num_classes"] = checkpoint_classes(checkpoint.state_dict)
     model = build_model(variant_config(str(name), **overrides))
-    if pretrained:
-        load_checkpoint(model, pretrained, strict=True)
+    if checkpoint:
+        report = load_checkpoint(model, checkpoint, strict=strict, reset_classifier=reset_classifier)
         model.config["pretrained"] = str(pretrained)
+        if description and not report.reset:
+            model.config.update({k: description.get(k) for k in ("classes", "palette", "test") if description.get(k)})
         model.eval()
     return model
