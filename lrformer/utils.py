@@ -29,16 +29,17 @@ def unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) 
     return ValueError(f"unknown {where} {key!r}.{did_you_mean(key, valid)} Valid: {', '.join(valid)}.")
 
 
-def require_extra(module: str, extra: str, purpose: str) -> ModuleType:
+def require_extra(module: str, extra: str, purpose: str, package: str | None = None) -> ModuleType:
     """Import an optional dependency, or raise :class:`MissingExtraError` naming the extra to install.
 
     ``require_extra("scipy.optimize", "train", "training LRFormer+")`` → the module, or
-    ``training LRFormer+ needs scipy: pip install "lrformer[train]"``.
+    ``training LRFormer+ needs scipy: pip install "lrformer[train]"``. ``package`` names what to
+    install when it is not the module's top-level name (``torch.utils.tensorboard`` needs tensorboard).
     """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        package = module.split(".")[0]
+        package = package or module.split(".")[0]
         raise MissingExtraError(f'{purpose} needs {package}: pip install "lrformer[{extra}]"') from exc
 
 

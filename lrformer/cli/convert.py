@@ -45,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
 def convert_weights(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..models.weights import local_path, read_checkpoint, save_weights
+    from ..models.weights import read_checkpoint, save_weights
     from .common import check_output_file
 
     check_output_file(args.output, "OUTPUT", (args.input,))
     checkpoint = read_checkpoint(args.input)
     safetensors = args.safetensors or Path(args.output).suffix.lower() == ".safetensors"
     save_weights(args.output, checkpoint.state_dict, checkpoint.description, args.fp16, safetensors)
-    before, after = local_path(args.input).stat().st_size, Path(args.output).stat().st_size
+    before, after = checkpoint.path.stat().st_size, Path(args.output).stat().st_size
     described = (
         "with its model description" if checkpoint.description else "no model description (not from lrformer train)"
     )

@@ -69,8 +69,10 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks)
         train_cfg, data_cfg = config["train"], config["data"]
-        require_extra("tensorboard", "train", "training (TensorBoard logs)")  # before anything is written
-        self._tensorboard = require_extra("torch.utils.tensorboard", "train", "training (TensorBoard logs)")
+        # the training extra, asked for before anything is written
+        self._tensorboard = require_extra(
+            "torch.utils.tensorboard", "train", "training (TensorBoard logs)", package="tensorboard"
+        )
         if str(config["model"]["name"]).endswith("_plus"):
             require_extra("scipy", "train", "training LRFormer+ (Hungarian matching)")
         check_device(train_cfg["device"])  # before joining a process group

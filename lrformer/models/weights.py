@@ -35,6 +35,8 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     description: dict[str, Any] | None
     source: str
+    path: Path
+    """The local file read (for a URL or Hub name, the cached download)."""
 
 
 def is_remote(source: str | Path) -> bool:
@@ -140,19 +142,19 @@ def read_checkpoint(source: str | Path) -> Checkpoint:
         )
         raise error from exc
     description = obj.get(DESCRIPTION_KEY) if isinstance(obj, Mapping) else None
-    return Checkpoint(unwrap_state_dict(obj, source=str(path)), description, str(source))
+    return Checkpoint(unwrap_state_dict(obj, source=str(path)), description, str(source), path)
 
 
 def _read_safetensors(path: Path, source: str) -> Checkpoint:
-    safetensors = require_extra("safetensors.torch", "hub", "reading .safetensors files")
+    safetensors = require_extra("safetensors", "hub", "reading .safetensors files")
     try:
-        state = safetensors.load_file(str(path), device="cpu")
-        with require_extra("safetensors", "hub", "reading .safetensors files").safe_open(str(path), "pt") as file:
+        with safetensors.safe_open(str(path), "pt", device="cpu") as file:  # one pass: tensors and metadata
+            state = {key: file.get_tensor(key) for key in file.keys()}
             metadata = file.metadata() or {}
         description = json.loads(metadata[DESCRIPTION_KEY]) if DESCRIPTION_KEY in metadata else None
     except Exception as exc:
         raise CheckpointError(f"cannot read {path} as a safetensors file: it is damaged or not safetensors") from exc
-    return Checkpoint(unwrap_state_dict(state, source=str(path)), description, source)
+    return Checkpoint(unwrap_state_dict(state, source=str(path)), description, source, path)
 
 
 def save_weights(
