@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..image.pipeline import InferenceConfig
+from ..utils import unknown_key_error
 from .palettes import DATASETS as PALETTES
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,6 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
             f"unknown dataset {str(name_or_yaml)!r}: use {', '.join(BUILTIN)} or a YAML file describing the layout"
         )
     import yaml
-
-    from ..utils import unknown_key_error
 
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     for key in data:
