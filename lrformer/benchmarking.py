@@ -9,9 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .devices import autocast, autocast_dtype
 from .utils import peak_memory_mb
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def benchmark(
@@ -33,11 +32,11 @@ def benchmark(
     model = model.to(device).eval()
     runner = torch.compile(model) if compile else model
     x = torch.randn(batch, 3, *size, device=device)
-    dtype = PRECISIONS[precision]
+    dtype = autocast_dtype(precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    with torch.inference_mode(), autocast(device, dtype):
         for i in range(warmup + iters):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "lrformer"
 
 LAYERS = {
-    "foundation": ("lrformer.errors", "lrformer.utils", "lrformer.files"),
+    "foundation": ("lrformer.errors", "lrformer.utils", "lrformer.files", "lrformer.devices"),
     "models": ("lrformer.models",),
     "image": ("lrformer.image",),
     "inference": ("lrformer.inference",),

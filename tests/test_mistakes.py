@@ -99,7 +99,7 @@ MISTAKES = {
     "--work-dir is a file": (lambda w: _train(w)[:2] + ["--work-dir", str(w[0] / "a_file")] + _train(w)[4:],
                              "is a file: give a folder"),
     "unknown device (predict)": (lambda w: _predict(w, "--out", str(w[0] / "o7"), "--device", "gpu"),
-                                 "--device must be cpu, cuda, cuda:N or mps"),
+                                 "--device must be auto, cpu, cuda, cuda:N or mps"),
     "opset out of range": (lambda w: ["export", "--model", "lrformer_t", "--size", "64", "64", "--opset", "99",
                                       "--out", str(w[0] / "m.onnx")], "--opset 99"),
     "eval --json into the dataset": (lambda w: ["eval", "--model", "lrformer_t", "--data", str(w[1]), "--data-root",

@@ -10,7 +10,7 @@ import cv2
 import pytest
 
 from lrformer.cli.main import main
-from lrformer.cli.predict import collect_inputs, output_names
+from lrformer.cli.inputs import collect_inputs, output_names
 from lrformer.files import glob_files, walk_files
 
 from .helpers import error_line, synthetic_photo
@@ -124,4 +124,4 @@ def test_links_are_followed_once_and_skips_are_reported(tmp_path):
 def test_globs_without_matches_are_errors(tmp_path, pattern, monkeypatch):
     monkeypatch.chdir(tmp_path)
     files, errors, _ = collect_inputs([pattern])
-    assert files == [] and errors == [f"{pattern}: no image matches this pattern"]
+    assert files == [] and errors == [f"{pattern}: no image or video matches this pattern"]

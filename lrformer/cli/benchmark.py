@@ -8,14 +8,14 @@ HELP = "measure latency (median, p90), images/s and peak memory over one or many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_fast_argument, non_negative_int, positive_int
+    from .common import add_device_argument, add_fast_argument, add_precision_argument, non_negative_int, positive_int
 
     parser.add_argument("--model", required=True, help="variant name or model YAML/JSON")
     parser.add_argument("--size", nargs=2, type=positive_int, action="append", metavar=("H", "W"),
                         help="input size; repeat for several (default 512 512)")  # fmt: skip
     parser.add_argument("--batch", type=positive_int, default=1, help="images per forward pass")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    add_device_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     add_fast_argument(parser)
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -33,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import create_model, reparameterize_model
     from ..benchmarking import benchmark
-    from ..engine.distributed import check_device
+    from ..devices import autocast_dtype, check_device
     from ..utils import atomic_path
     from .common import check_output_file
 
-    check_device(args.device, "--device", "--device cpu")
+    args.device = check_device(args.device, "--device", "--device cpu")
+    autocast_dtype(args.precision, args.device)
     if args.plot:
         try:
             import matplotlib  # noqa: F401

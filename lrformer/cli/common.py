@@ -51,8 +51,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="classes of the model (default: the model file's, or 150)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    add_device_argument(parser)
     add_fast_argument(parser)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: cuda if PyTorch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N or mps")  # fmt: skip
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="autocast precision of the network (scores are merged in fp32; default fp32)")  # fmt: skip
 
 
 def add_fast_argument(parser: argparse.ArgumentParser) -> None:
@@ -111,12 +121,13 @@ def inference_config(args: argparse.Namespace, base: InferenceConfig) -> Inferen
 
 def load_model(args: argparse.Namespace):
     """The model of ``--model`` / ``--weights`` (a self-describing checkpoint needs no ``--model``),
-    loaded strictly, in eval mode, reparameterized for inference unless ``--no-fast``."""
+    loaded strictly, in eval mode, reparameterized for inference unless ``--no-fast``.
+    ``args.device`` is checked first and ``auto`` replaced by the device it picks."""
     from .. import create_model, reparameterize_model
-    from ..engine.distributed import check_device
+    from ..devices import check_device
     from ..errors import ConfigError
 
-    check_device(args.device, "--device", "--device cpu")
+    args.device = check_device(args.device, "--device", "--device cpu")
     if args.model is None and args.weights is None:
         raise ConfigError("give --weights (a checkpoint written by lrformer train names its model) and/or --model")
     name, weights = (args.model, args.weights) if args.model else (args.weights, None)

@@ -9,9 +9,10 @@ HELP = "evaluate mIoU on ADE20K, Cityscapes, COCO-Stuff or a dataset described i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments, add_test_arguments, non_negative_int, positive_int
+    from .common import add_model_arguments, add_precision_argument, add_test_arguments, non_negative_int, positive_int
 
     add_model_arguments(parser)
+    add_precision_argument(parser)
     parser.add_argument("--data", required=True, help="ade20k | cityscapes | cocostuff | path to a dataset YAML")
     parser.add_argument("--data-root", required=True, help="folder holding the dataset")
     parser.add_argument("--split", default="val", help="split (default val)")
@@ -19,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=1, help="images (or windows) per forward pass")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--show-dir", default=None,
+                        help="also write image | prediction | ground truth panels with a legend, one JPEG per image "
+                        "(named after the image's path in the dataset)")  # fmt: skip
     parser.epilog = (
         "example: lrformer eval --model lrformer_t --weights lrformer_t_ade20k.pth --data ade20k --data-root data/\n"
         "many processes: torchrun --nproc-per-node 4 -m lrformer eval ... --device cuda"
@@ -27,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.datasets import SegmentationDataset, load_spec
+    from ..devices import autocast_dtype, check_device
     from ..engine.distributed import device_for, init_distributed, shutdown
     from ..evaluation import evaluate
     from ..inference.predictor import model_defaults
@@ -34,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_output_file, inference_config, load_model
 
     check_output_file(args.json, "--json", (args.weights, args.model, args.data), (args.data_root,))
+    check_show_dir(args.show_dir, args.data_root)
+    args.device = check_device(args.device, "--device", "--device cpu")
+    autocast_dtype(args.precision, args.device)
     info = init_distributed(args.device)
     try:
         spec = load_spec(args.data)
@@ -42,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
             args.num_classes = len(spec.classes)
         model = load_model(args)
         config = inference_config(args, model_defaults(model, spec.test))
-        metrics = evaluate(model, dataset, config, args.batch_size, args.workers, device_for(args.device, info))
+        device = device_for(args.device, info, "--device", "--device cpu")
+        show = panel_writer(args.show_dir, dataset) if args.show_dir else None
+        metrics = evaluate(
+            model, dataset, config, args.batch_size, args.workers, device, precision=args.precision, show=show
+        )
         if info.is_main:
             print(f"{spec.name} {args.split}: {len(dataset)} images")
             print(metrics.table())
@@ -52,3 +64,50 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown()
     return 0
+
+
+def check_show_dir(show_dir: str | None, data_root: str) -> None:
+    """Refuse a ``--show-dir`` that is empty, a file, or inside the dataset; create it otherwise."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from .common import ensure_writable, is_inside
+
+    if show_dir is None:
+        return
+    if not show_dir.strip():
+        raise InputError("--show-dir is empty: give the folder to write the panels to")
+    if Path(show_dir).exists() and not Path(show_dir).is_dir():
+        raise InputError(f"--show-dir {show_dir} is a file: give a folder (it is created if missing)")
+    if is_inside(show_dir, data_root) or is_inside(data_root, show_dir):
+        raise InputError(f"--show-dir {show_dir} overlaps the dataset {data_root}; write the panels somewhere else")
+    ensure_writable(show_dir, "--show-dir")
+
+
+def panel_writer(show_dir: str, dataset):
+    """``show(image_bgr, prediction, label, image_path)`` writing ``image | prediction | ground truth``
+    to ``show_dir/<image path in the dataset, without suffix>.jpg``."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..data.palettes import get_palette
+    from ..image import panel, save_image
+    from .outputs import writing
+
+    classes = dataset.classes
+    palette = np.asarray(dataset.spec.palette, dtype=np.uint8) if dataset.spec.palette else None
+    if palette is None or len(palette) < len(classes):
+        palette = get_palette("random", len(classes))
+    root = Path(os.path.commonpath([str(Path(image).parent) for image, _ in dataset.samples]))
+    done = 0
+
+    def show(image_bgr, prediction, label, image_path) -> None:
+        nonlocal done
+        path = Path(show_dir) / Path(image_path).relative_to(root).with_suffix(".jpg")
+        with writing(path, done, option="--show-dir"):
+            save_image(path, panel(image_bgr, prediction, palette, classes, ground_truth=label))
+        done += 1
+
+    return show

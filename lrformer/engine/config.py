@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "seed": 0,
-        "device": "cuda",
+        "device": "auto",
         "amp": None,  # null | bf16 | fp16
         "compile": False,
         "sync_bn": "decode_head",  # BatchNorms synchronised across processes: decode_head (official) | all | none

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..devices import DEVICE
 from ..errors import ConfigError
-from .distributed import DEVICE
 from .sync_bn import SYNC_BN_SCOPES
 
 
@@ -78,7 +78,7 @@ RULES: dict[str, Rule] = {
     "schedule.power": _number(lambda v: v >= 0, "a number >= 0"),
     "schedule.min_lr": _number(lambda v: v >= 0, "a number >= 0"),
     "train.seed": _int(0),
-    "train.device": Rule(str, lambda v: bool(DEVICE.match(v)), "cpu, cuda, cuda:N or mps"),
+    "train.device": Rule(str, lambda v: bool(DEVICE.match(v)), "auto, cpu, cuda, cuda:N or mps"),
     "train.amp": Rule(str, lambda v: v in ("bf16", "fp16"), "null, bf16 or fp16", optional=True),
     "train.compile": Rule(bool, what="true or false"),
     "train.sync_bn": Rule(str, lambda v: v in SYNC_BN_SCOPES, "one of " + ", ".join(SYNC_BN_SCOPES)),

@@ -20,6 +20,7 @@ import yaml
 
 from ..data.augment import AugmentConfig, build_resize
 from ..data.datasets import SegmentationDataset, load_spec
+from ..devices import check_device
 from ..errors import CheckpointError, ConfigError, LRFormerError
 from ..evaluation import evaluate
 from ..inference.predictor import model_defaults
@@ -29,7 +30,7 @@ from ..models.factory import describe
 from ..utils import peak_memory_mb, require_extra
 from . import checkpointing, workdir
 from .data import AugmentedDataset, batches
-from .distributed import check_device, device_for, init_distributed
+from .distributed import device_for, init_distributed
 from .losses import TrainingObjective
 from .optim import build_optimizer, build_scheduler
 from .sync_bn import synchronise_batchnorm
@@ -75,7 +76,7 @@ class Trainer:
         )
         if str(config["model"]["name"]).endswith("_plus"):
             require_extra("scipy", "train", "training LRFormer+ (Hungarian matching)")
-        check_device(train_cfg["device"])  # before joining a process group
+        check_device(train_cfg["device"], "train.device", "--set train.device=cpu")  # before joining a process group
         self.dist = init_distributed(train_cfg["device"])
         self.device = device_for(train_cfg["device"], self.dist)
         torch.manual_seed(train_cfg["seed"] + self.dist.rank)

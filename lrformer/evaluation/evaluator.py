@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,8 +17,10 @@ from .metrics import IoUMetric, SegmentationMetrics
 class _Prepared(torch.utils.data.Dataset):
     """Decodes, preprocesses and loads the label of each sample in loader workers."""
 
-    def __init__(self, dataset: SegmentationDataset, indices: list[int], config: InferenceConfig) -> None:
-        self.dataset, self.indices, self.config = dataset, indices, config
+    def __init__(
+        self, dataset: SegmentationDataset, indices: list[int], config: InferenceConfig, keep_image: bool = False
+    ) -> None:
+        self.dataset, self.indices, self.config, self.keep_image = dataset, indices, config, keep_image
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -24,7 +28,8 @@ class _Prepared(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         index = self.indices[i]
         image_path, label_path = self.dataset.samples[index]
-        return prepare(image_path, self.config), self.dataset.load_label(index), str(label_path)
+        prepared = prepare(image_path, self.config, keep_image=self.keep_image)
+        return prepared, self.dataset.load_label(index), str(label_path), str(image_path)
 
 
 def evaluate(
@@ -35,11 +40,15 @@ def evaluate(
     workers: int = 2,
     device: str | torch.device | None = None,
     progress: bool = True,
+    precision: str = "fp32",
+    show: Callable[[np.ndarray, np.ndarray, np.ndarray, str], None] | None = None,
 ) -> SegmentationMetrics:
     """mIoU of ``model`` on ``dataset`` with the test-time settings ``config`` (default: the dataset's).
 
     Under torchrun every rank takes every ``world_size``-th image and the confusion sums are
-    all-reduced, so all ranks return the single-process numbers.
+    all-reduced, so all ranks return the single-process numbers. ``precision``: ``fp32``,
+    ``fp16`` or ``bf16`` (autocast). ``show(image_bgr, prediction, label, image_path)`` is called
+    for every image this rank evaluates (e.g. to draw ``image | prediction | ground truth``).
     """
     from tqdm import tqdm
 
@@ -50,13 +59,13 @@ def evaluate(
             f"{len(classes)}: create the model with num_classes={len(classes)} (and matching weights)"
         )
     config = config or model_defaults(model, dataset.spec.test)
-    predictor = Predictor(model, config, device=device)
+    predictor = Predictor(model, config, device=device, precision=precision)
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     indices = list(range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(
-        _Prepared(dataset, indices, config),
+        _Prepared(dataset, indices, config, keep_image=show is not None),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
@@ -66,8 +75,10 @@ def evaluate(
     with tqdm(total=len(dataset), unit="img", disable=not progress or rank != 0, file=sys.stderr, desc="eval") as bar:
         for batch in loader:
             preds = predictor.predict_prepared([b[0] for b in batch], batch_size)
-            for pred, (_, label, source) in zip(preds, batch):
+            for pred, (prepared, label, source, image_path) in zip(preds, batch):
                 metric.update(pred, label, source)
+                if show is not None:
+                    show(prepared.bgr, pred, label, image_path)
             bar.update(len(batch) * world)
     metric.all_reduce()
     return metric.compute()

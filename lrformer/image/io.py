@@ -1,4 +1,4 @@
-"""Reading images with OpenCV's semantics and writing label maps and overlays atomically."""
+"""Reading images with OpenCV's semantics; writing label maps and pictures atomically."""
 
 from __future__ import annotations
 
@@ -40,16 +40,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def to_bgr(image: ImageInput) -> np.ndarray:
+INPUT_FORMATS = ("rgb", "bgr")
+"""Channel orders an image array may come in: ``rgb`` (PIL, matplotlib, torchvision) or ``bgr``
+(OpenCV: ``cv2.imread``, ``cv2.VideoCapture``)."""
+
+
+def to_bgr(image: ImageInput, input_format: str = "rgb") -> np.ndarray:
     """Any supported input → ``(H, W, 3)`` uint8 BGR, following ``IMREAD_COLOR``'s conversions.
 
-    Paths are decoded with OpenCV. PIL images and arrays are taken as **RGB** (an ``(H, W)``
-    array is grayscale, an ``(H, W, 4)`` one RGBA); uint16 arrays are scaled to 8 bits like OpenCV.
+    Paths are decoded with OpenCV and PIL images converted from RGB. Arrays are taken in
+    ``input_format`` channel order: ``rgb`` (default; ``(H, W, 4)`` is RGBA) or ``bgr`` (frames
+    from OpenCV; ``(H, W, 4)`` is BGRA). An ``(H, W)`` array is grayscale; uint16 arrays are
+    scaled to 8 bits like OpenCV.
     """
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
+        input_format = "rgb"
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
     if image.dtype == np.uint16 or image.dtype == np.int32:
@@ -64,23 +74,7 @@ def to_bgr(image: ImageInput) -> np.ndarray:
         image = np.repeat(image, 3, axis=2)
     else:
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
-    return np.ascontiguousarray(image[:, :, ::-1])
-
-
-def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Label map ``(H, W)`` → RGB image ``(H, W, 3)`` uint8 (labels beyond the palette are black)."""
-    lut = np.zeros((max(int(label.max(initial=0)) + 1, len(palette)), 3), dtype=np.uint8)
-    lut[: len(palette)] = palette
-    return lut[label]
-
-
-def overlay(image_bgr: np.ndarray, label: np.ndarray, palette: np.ndarray, opacity: float = 0.5) -> np.ndarray:
-    """Blend the palette colours of ``label`` over the image: ``image·(1−a) + colour·a``; BGR uint8."""
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-    color = colorize(label, palette)[:, :, ::-1].astype(np.float32)
-    blended = image_bgr.astype(np.float32) * (1.0 - opacity) + color * opacity
-    return blended.round().clip(0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image[:, :, ::-1] if input_format == "rgb" else image)
 
 
 def save_label_png(path: str | Path, label: np.ndarray, palette: np.ndarray | None = None) -> None:

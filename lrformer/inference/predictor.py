@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..devices import autocast, autocast_dtype, check_device
 from ..image.io import ImageInput, to_bgr
 from ..image.pipeline import InferenceConfig
 from ..image.transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
+from ..image.video import VideoReader
 from ..models.layers import resize
 from ..models.reparameterize import reparameterize_model
 from .sliding import long_side_windows, slide
@@ -45,14 +48,17 @@ class PreparedImage:
     bgr: np.ndarray | None = field(default=None, repr=False)  # the decoded image, when kept
 
 
-def prepare(image: ImageInput, config: InferenceConfig, keep_image: bool = False) -> PreparedImage:
-    """Decode ``image`` and build its network inputs: one per scale ratio and flip.
+def prepare(
+    image: ImageInput, config: InferenceConfig, keep_image: bool = False, input_format: str = "rgb"
+) -> PreparedImage:
+    """Decode ``image`` (arrays in ``input_format`` order, see :func:`~lrformer.image.to_bgr`) and
+    build its network inputs: one per scale ratio and flip.
 
     ``align`` (LRFormer, mmseg 0.x): ``AlignResize`` to ``scale × ratio``. ``pad`` (LRFormer+,
     mmseg 1.x): keep-ratio resize to ``scale`` (with TTA: by ``ratio`` of the original size, as
     mmseg 1.x's ``tta_pipeline``), normalise, then flip, then pad bottom/right to ``size_divisor``.
     """
-    bgr = to_bgr(image)
+    bgr = to_bgr(image, input_format)
     views = []
     for ratio in config.tta_ratios:
         if config.pipeline == "align":
@@ -98,11 +104,25 @@ class Predictor:
         label = predictor("photo.jpg")              # (H, W) uint8 label map at the original size
         labels = predictor.predict(["a.jpg", "b.png"], batch_size=4)
 
-    Inputs are paths (decoded by OpenCV, ``IMREAD_COLOR``), PIL images or RGB ``(H, W[, 3|4])``
-    arrays. ``config`` fields may also be given as keyword arguments. With ``fast`` (default) the
-    predictor runs a reparameterized copy of ``model`` (:func:`lrformer.reparameterize_model`; same
-    outputs, faster, less memory); ``model`` itself is not modified. Pass a model reparameterized
-    in place to avoid holding two copies of the weights.
+        for label in predictor.predict_video("clip.mp4", batch_size=8):  # one (H, W) map per frame
+            ...
+
+    Inputs are paths (decoded by OpenCV, ``IMREAD_COLOR``), PIL images or ``(H, W[, 3|4])`` uint8
+    arrays in ``input_format`` channel order: ``"rgb"`` (default: PIL, matplotlib) or ``"bgr"``
+    (OpenCV: ``cv2.imread``, ``cv2.VideoCapture`` frames). ``config`` fields may also be given as
+    keyword arguments. With ``fast`` (default) the predictor runs a reparameterized copy of
+    ``model`` (:func:`lrformer.reparameterize_model`; same outputs, faster, less memory); ``model``
+    itself is not modified. Pass a model reparameterized in place to avoid holding two copies.
+
+    Args:
+        model: a segmentation model (LRFormer or LRFormer+).
+        config: test-time settings (default: the model's, see :func:`model_defaults`).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``;
+            default: where ``model`` is.
+        fast: run the reparameterized inference structure.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast); scores are converted to fp32
+            before they are resized and merged.
+        input_format: channel order of array inputs, ``"rgb"`` or ``"bgr"``.
     """
 
     def __init__(
@@ -111,12 +131,21 @@ class Predictor:
         config: InferenceConfig | None = None,
         device: str | torch.device | None = None,
         fast: bool = True,
+        precision: str = "fp32",
+        input_format: str = "rgb",
         **settings,
     ) -> None:
         if config is None:
             config = model_defaults(model)
         self.config = replace(config, **settings) if settings else config
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if device is None:
+            self.device = next(model.parameters()).device
+        else:
+            self.device = torch.device(check_device(device, "device", 'device="cpu"'))
+        self.autocast_dtype = autocast_dtype(precision, self.device, "precision")
+        if input_format not in ("rgb", "bgr"):
+            raise ValueError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
+        self.input_format = input_format
         self.model = (reparameterize_model(model) if fast else model.eval()).to(self.device)
         self.num_classes = getattr(model, "num_classes", None)
         if not self.num_classes:
@@ -124,9 +153,11 @@ class Predictor:
 
     # ---------------------------------------------------------------- network
     def _network(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, h, w)`` → scores resized to the input size ``(N, C, h, w)``."""
+        """``(N, 3, h, w)`` → fp32 scores resized to the input size ``(N, C, h, w)``."""
         dtype = next(self.model.parameters()).dtype
-        return resize(self.model(x.to(dtype)), x.shape[-2:]).float()
+        with autocast(self.device, self.autocast_dtype):
+            scores = self.model(x.to(dtype))
+        return resize(scores.float(), x.shape[-2:])
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
@@ -199,17 +230,38 @@ class Predictor:
 
     def predict(self, images: Iterable[ImageInput], batch_size: int = 1) -> list[np.ndarray]:
         """Label maps ``(H, W)`` (uint8, or uint16 above 256 classes) at each image's original size."""
-        images = list(images)
-        results = []
-        for i in range(0, len(images), batch_size):
-            chunk = [prepare(image, self.config) for image in images[i : i + batch_size]]
-            results += self.predict_prepared(chunk, batch_size)
-        return results
+        return list(self.predict_frames(images, batch_size))
+
+    def predict_frames(
+        self, frames: Iterable[ImageInput], batch_size: int = 1, input_format: str | None = None
+    ) -> Iterator[np.ndarray]:
+        """Label maps of a stream of images (e.g. frames of a camera), yielded one by one as
+        ``batch_size`` of them have gone through the network together; only a batch is held in
+        memory. ``input_format`` overrides the predictor's for arrays."""
+        chunk: list[PreparedImage] = []
+        for frame in frames:
+            chunk.append(prepare(frame, self.config, input_format=input_format or self.input_format))
+            if len(chunk) == batch_size:
+                yield from self.predict_prepared(chunk, batch_size)
+                chunk = []
+        if chunk:
+            yield from self.predict_prepared(chunk, batch_size)
+
+    def predict_video(self, path: str | Path, batch_size: int = 1) -> Iterator[np.ndarray]:
+        """Label maps ``(H, W)`` of a video's frames, in order, decoded one at a time by OpenCV
+        (BGR, whatever ``input_format`` says); the video is never held in memory. A frame the
+        decoder cannot read is skipped with a warning (``lrformer predict`` keeps the frame count
+        and lists them)."""
+        with VideoReader(path) as video:
+            frames = (frame for _, frame in video if frame is not None)
+            yield from self.predict_frames(frames, batch_size, input_format="bgr")
+            for problem in video.errors + video.notes:
+                logger.warning(problem)
 
     def predict_scores(self, image: ImageInput) -> torch.Tensor:
         """Scores ``(C, H, W)`` at the original size: LRHead logits, LRFormer+ class scores (summed
         probabilities), or with TTA the averaged softmax probabilities."""
-        prepared = prepare(image, self.config)
+        prepared = prepare(image, self.config, input_format=self.input_format)
         self._run_views(prepared.views, 1)
         return self._merged_rows(prepared.views, prepared.size, slice(0, prepared.size[0]))
 
