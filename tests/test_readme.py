@@ -41,6 +41,10 @@ def workspace(tmp_path_factory) -> Path:
     (folder / "work_dirs" / "my_run").mkdir(parents=True)
     torch.save({"state_dict": run.state_dict(), "lrformer": description}, folder / "work_dirs/my_run/iter_20000.pth")
     cv2.imwrite(str(folder / "photo.jpg"), synthetic_photo(96, 128, seed=7))
+    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+    for seed in range(3):
+        writer.write(synthetic_photo(96, 128, seed=seed))
+    writer.release()
     ade = folder / "data" / "ADEChallengeData2016"
     for index in range(2):
         (ade / "images" / "validation").mkdir(parents=True, exist_ok=True)
