@@ -1,7 +1,7 @@
 """LRFormer model code: LRSA, the backbone, the LRHead decoder, the segmentor, the variant registry,
 the checkpoint loader and ``create_model``."""
 
-from .backbone import LRFormer
+from .backbone import FeatureInfo, LRFormer
 from .block import IRB, LRBlock
 from .checkpoint import CheckpointMismatchError, LoadReport, load_checkpoint
 from .factory import create_model
@@ -12,6 +12,6 @@ from .reparameterize import reparameterize_model
 from .segmentor import LRFormerSegmentor
 
 __all__ = [
-    "CheckpointMismatchError", "IRB", "LRBlock", "LoadReport", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
+    "CheckpointMismatchError", "FeatureInfo", "IRB", "LRBlock", "LoadReport", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
     "VARIANTS", "create_model", "list_models", "load_checkpoint", "reparameterize_model",
 ]  # fmt: skip

@@ -1,18 +1,25 @@
 """The LRFormer backbone: a convolutional stem and four stages at strides 4/8/16/32.
 
+It also serves as a feature extractor for other frameworks (timm's ``features_only`` API):
+``out_indices`` picks the stages whose features ``forward`` returns, the stages after the last one
+are not built, and ``feature_info`` describes the outputs (channels, stride, module name).
+
 Design notes: ``docs/design.md``, section 3 (backbone and blocks).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence as SequenceABC
 from functools import partial
-from typing import NamedTuple, Sequence
+from numbers import Integral
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import ConfigError
 from .block import LRBlock
 from .layers import LayerNorm2d, ResidualDepthwiseConv
 from .lrsa import LRSA
@@ -20,6 +27,8 @@ from .lrsa import LRSA
 MIN_INPUT_SIZE = 32
 XL_PRE_NORM_BLOCKS = (7, 15)
 """Stage-3 blocks that carry the extra ``pre_norm`` BatchNorm when stage 3 has more than 20 blocks (LRFormer-XL)."""
+STRIDES = (4, 8, 16, 32)
+"""Reduction of the input size at the end of each stage (the feature of stage index ``i``)."""
 
 
 def check_input(x: torch.Tensor) -> None:
@@ -34,6 +43,108 @@ def check_input(x: torch.Tensor) -> None:
             f"input {tuple(x.shape[-2:])} is too small: LRFormer needs H, W >= {MIN_INPUT_SIZE} "
             "(four stride-2 stages); resize or pad the image first."
         )
+
+
+def resolve_out_indices(out_indices: Sequence[int] | None, num_stages: int = len(STRIDES)) -> tuple[int, ...]:
+    """Validate stage indices and make them non-negative, keeping their order.
+
+    Args:
+        out_indices: 0-based stage indices into the strides ``(4, 8, 16, 32)``; negative ones count
+            from the last stage as in timm (``-1`` is stride 32). ``None``: all stages.
+
+    Returns:
+        the indices in ``0..num_stages-1``, in the given order.
+
+    Raises:
+        ConfigError: (one line, naming the fix) for a non-sequence, an empty tuple, an index out of
+            range or a stage named twice (``(3, -1)`` included).
+    """
+    if out_indices is None:
+        return tuple(range(num_stages))
+    valid = f"{-num_stages}..{num_stages - 1}"
+    if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, SequenceABC):
+        raise ConfigError(
+            f"out_indices must be a tuple of stage indices ({valid}, -1 = last), got {out_indices!r}: "
+            "pass e.g. out_indices=(1, 2, 3) for the stride-8/16/32 features"
+        )
+    if not out_indices:
+        raise ConfigError(
+            "out_indices is empty: name at least one stage, e.g. out_indices=(3,) for the stride-32 feature"
+        )
+    resolved: list[int] = []
+    for index in out_indices:
+        if not isinstance(index, Integral) or isinstance(index, bool) or not -num_stages <= index < num_stages:
+            raise ConfigError(
+                f"out_indices {tuple(out_indices)} has {index!r}, but LRFormer has {num_stages} stages "
+                f"(0..{num_stages - 1} at strides {', '.join(map(str, STRIDES[:num_stages]))}; -1 = last): "
+                f"use integers in {valid}"
+            )
+        stage = int(index) % num_stages
+        if stage in resolved:
+            raise ConfigError(
+                f"out_indices {tuple(out_indices)} names stage {stage} twice: give each stage once, "
+                "e.g. out_indices=(1, 2, 3)"
+            )
+        resolved.append(stage)
+    return tuple(resolved)
+
+
+class FeatureInfo(SequenceABC):
+    """What a feature backbone returns, one dict per output in ``forward`` order (timm's ``FeatureInfo`` API).
+
+    Each entry is ``{"num_chs": C, "reduction": stride, "module": "block{s}", "index": i}``: the
+    output of stage index ``i`` (0-based) is ``(B, C, ⌈H/stride⌉, ⌈W/stride⌉)`` and is produced by
+    the last block of ``block{i+1}``.
+
+    Example::
+
+        >>> model = lrformer.create_model("lrformer_t", features_only=True, out_indices=(1, 2, 3))
+        >>> model.feature_info.channels(), model.feature_info.reduction()
+        ([96, 240, 384], [8, 16, 32])
+    """
+
+    def __init__(self, info: Sequence[dict[str, Any]]) -> None:
+        self._info = [dict(entry) for entry in info]
+
+    def __getitem__(self, idx):  # type: ignore[override]
+        return self._info[idx]
+
+    def __len__(self) -> int:
+        return len(self._info)
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo({self._info})"
+
+    @property
+    def out_indices(self) -> tuple[int, ...]:
+        """The stage indices of the outputs."""
+        return tuple(entry["index"] for entry in self._info)
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:
+        """``key`` of every output (a list), of the output at position ``idx`` (a value), or of several positions."""
+        if idx is None:
+            return [entry[key] for entry in self._info]
+        if isinstance(idx, int):
+            return self._info[idx][key]
+        return [self._info[i][key] for i in idx]
+
+    def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> Any:
+        """The entries (restricted to ``keys`` when given) of every output, or of the outputs at ``idx``."""
+        positions = range(len(self._info)) if idx is None else [idx] if isinstance(idx, int) else idx
+        dicts = [{k: v for k, v in self._info[i].items() if keys is None or k in keys} for i in positions]
+        return dicts[0] if isinstance(idx, int) else dicts
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Channels ``C`` of the outputs, e.g. ``[96, 240, 384]``."""
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Strides of the outputs relative to the input, e.g. ``[8, 16, 32]``."""
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Names of the modules that produce the outputs, e.g. ``["block2", "block3", "block4"]``."""
+        return self.get("module", idx)
 
 
 class ConvStem(nn.Module):
@@ -85,17 +196,29 @@ class Stage(NamedTuple):
 
 
 class LRFormer(nn.Module):
-    """LRFormer backbone.
+    """LRFormer backbone, also usable as a feature extractor (timm ``features_only`` style).
 
     Stage ``s`` (1..4) is ``patch_embed{s}`` followed by the blocks ``block{s}.*``; all blocks of a
     stage share the four pyramid depth-wise convs ``d_convs{s}.0..3``. Layer scale exists in
-    stages 3 and 4 only.
+    stages 3 and 4 only. The parameter names are those of the released checkpoints.
 
     Args:
         embed_dims, depths, num_heads, mlp_ratios, q_pooled_sizes: per-stage hyper-parameters.
         qkv_bias: bias in the LRSA query/key/value projections.
         drop_path_rate: stochastic depth, linear from 0 to this value over all blocks.
         layer_scale_init: initial layer-scale value when training from scratch.
+        in_chans: input channels.
+        out_indices: 0-based indices of the stages (strides 4, 8, 16, 32) whose features ``forward``
+            returns, in this order; negative ones count from the last (``-1``: stride 32). The stages
+            after the last requested one are not built (no unused parameters, no wasted compute).
+            Default: all four.
+
+    Attributes:
+        out_indices: the resolved (non-negative) ``out_indices``.
+        feature_info: a :class:`FeatureInfo` with the channels, stride and module of each output.
+        pruned_prefixes: state-dict key prefixes of the stages not built (``("patch_embed4.",
+            "block4.", "d_convs4.")`` for ``out_indices=(1, 2)``); the checkpoint loader ignores them.
+        config: the ``create_model`` arguments when built by ``create_model(features_only=True)``, else ``{}``.
     """
 
     def __init__(
@@ -109,6 +232,7 @@ class LRFormer(nn.Module):
         drop_path_rate: float = 0.0,
         layer_scale_init: float = 1e-6,
         in_chans: int = 3,
+        out_indices: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         hparams = (embed_dims, depths, num_heads, mlp_ratios, q_pooled_sizes)
@@ -119,11 +243,23 @@ class LRFormer(nn.Module):
             )
         self.embed_dims = list(embed_dims)
         self.depths = list(depths)
-        total = sum(depths)
-        rates = torch.linspace(0, drop_path_rate, total, device="cpu").tolist()  # float32 steps, as the official code
+        self.out_indices = resolve_out_indices(out_indices)
+        self.num_stages = max(self.out_indices) + 1
+        self.pruned_prefixes = tuple(
+            f"{module}{s}." for s in range(self.num_stages + 1, 5) for module in ("patch_embed", "block", "d_convs")
+        )
+        self.feature_info = FeatureInfo(
+            [
+                {"num_chs": self.embed_dims[i], "reduction": STRIDES[i], "module": f"block{i + 1}", "index": i}
+                for i in self.out_indices
+            ]
+        )
+        self.config: dict[str, Any] = {}
+        # the rates of the full four-stage model, so that a pruned backbone's blocks keep theirs
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # float32 steps, as official
         norm_layer = partial(LayerNorm2d, eps=1e-6)
         in_dim = in_chans
-        for s in range(4):
+        for s in range(self.num_stages):
             dim = embed_dims[s]
             embed = ConvStem(in_dim, dim) if s == 0 else PatchEmbed(in_dim, dim)
             self.add_module(f"patch_embed{s + 1}", embed)
@@ -147,13 +283,16 @@ class LRFormer(nn.Module):
         self.apply(init_weights)
 
     def stages(self) -> list[Stage]:
-        """The four stages in order; the released parameter names stay ``patch_embed{s}.*`` etc."""
+        """The built stages in order (all four unless pruned); the parameter names stay ``patch_embed{s}.*`` etc."""
         modules = dict(self.named_children())
-        return [Stage(modules[f"patch_embed{s}"], modules[f"block{s}"], modules[f"d_convs{s}"]) for s in range(1, 5)]
+        return [
+            Stage(modules[f"patch_embed{s}"], modules[f"block{s}"], modules[f"d_convs{s}"])
+            for s in range(1, self.num_stages + 1)
+        ]
 
     @staticmethod
     def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
-        """Sizes of the four features for an ``H×W`` input (each k3/s2/p1 conv gives ``⌈n/2⌉``)."""
+        """Sizes of the four stages' features for an ``H×W`` input (each k3/s2/p1 conv gives ``⌈n/2⌉``)."""
         sizes = []
         height, width = math.ceil(height / 2), math.ceil(width / 2)  # first stem conv
         for _ in range(4):
@@ -162,18 +301,22 @@ class LRFormer(nn.Module):
         return sizes
 
     def attention_elements(self, height: int, width: int) -> int:
-        """Largest LRSA attention matrix (entries per image) over the stages for an ``H×W`` input."""
+        """Largest LRSA attention matrix (entries per image) over the built stages for an ``H×W`` input."""
         return max(
-            stage.blocks[0].attn.attention_elements(*size)
-            for stage, size in zip(self.stages(), self.feature_sizes(height, width))
-            if len(stage.blocks)
+            (
+                stage.blocks[0].attn.attention_elements(*size)
+                for stage, size in zip(self.stages(), self.feature_sizes(height, width))
+                if len(stage.blocks)
+            ),
+            default=0,
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``(B, 3, H, W)`` with H, W >= 32 → four features ``(B, C_s, H_s, W_s)`` at strides 4, 8, 16, 32.
+        """``(B, 3, H, W)`` with H, W >= 32 → the features of the stages ``out_indices``, in that order.
 
-        Sizes follow the real convolution outputs (``H_s = ⌈H_{s-1} / 2⌉``), so H and W need not be
-        multiples of 32.
+        The feature of stage index ``i`` is ``(B, C_i, H_i, W_i)`` with ``C_i = embed_dims[i]`` and
+        ``H_i = ⌈H / stride_i⌉`` for the strides 4, 8, 16, 32 (each stage halves with ``⌈n / 2⌉``), so H
+        and W need not be multiples of 32. The default (all stages) returns four features.
         """
         check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -183,7 +326,10 @@ class LRFormer(nn.Module):
             for block in stage.blocks:
                 x = block(x, stage.d_convs)
             features.append(x)
-        return features
+        return [features[i] for i in self.out_indices]
+
+    def extra_repr(self) -> str:
+        return f"out_indices={self.out_indices}" if self.out_indices != tuple(range(4)) else ""
 
 
 def init_weights(module: nn.Module) -> None:

@@ -3,7 +3,8 @@ and fine-tuning to another class count (files, URLs and Hub names are read by :m
 
 Accepted forms: a dict with ``state_dict`` or ``model``, or the state dict itself; keys
 may carry a ``module.`` prefix; weights may be fp16. Segmentation checkpoints hold ``backbone.*``
-and ``decode_head.*``; ImageNet checkpoints hold the backbone alone, without prefix.
+and ``decode_head.*``; ImageNet checkpoints hold the backbone alone, without prefix. A feature
+backbone that does not build its last stages (``out_indices``) ignores their keys.
 
 Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 """
@@ -62,26 +63,52 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
 
-def _adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport) -> dict[str, torch.Tensor]:
-    """Map backbone-only files onto segmentors, and segmentor or ImageNet files onto bare backbones.
+def _adapt_to_model(
+    state: dict[str, torch.Tensor], model: nn.Module, report: LoadReport
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Rename the file's keys to the model's: backbone-only files onto segmentors (``backbone.``
+    added), segmentor or ImageNet files onto bare backbones (``backbone.`` stripped).
 
-    The keys left out (a segmentor file's decode head, an ImageNet classifier) go to ``report.ignored``.
+    The file keys left out go to ``report.ignored`` under their names in the file: a segmentor
+    file's decode head (bare backbone), an ImageNet classifier (``head.*``), and the keys under the
+    :func:`pruned_prefixes` of the model (the stages a feature backbone does not build).
+
+    Returns:
+        the state to load, and the file's whole layout in the model's names (pruned stages
+        included), from which :func:`guess_variant` names the file's variant.
     """
-    has_backbone_prefix = any(k.startswith("backbone.") for k in state)
     model_is_segmentor = hasattr(model, "backbone")
-    if has_backbone_prefix:
+    if any(k.startswith("backbone.") for k in state):
         if model_is_segmentor:
-            return state
-        report.ignored = [k for k in state if not k.startswith("backbone.")]
-        return {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    report.ignored = [k for k in state if k.startswith(CLASSIFIER_PREFIXES)]
-    if report.ignored:
-        logger.info("ignoring the classifier keys of a backbone-only checkpoint: %s", report.ignored)
-    state = {k: v for k, v in state.items() if k not in report.ignored}
-    if not model_is_segmentor:
-        return state
-    logger.info("backbone-only checkpoint: the decode head keeps its initialisation")
-    return {f"backbone.{k}": v for k, v in state.items()}
+            names = {k: k for k in state}
+        else:
+            names = {k: k[len("backbone.") :] for k in state if k.startswith("backbone.")}
+    else:
+        names = {
+            k: f"backbone.{k}" if model_is_segmentor else k for k in state if not k.startswith(CLASSIFIER_PREFIXES)
+        }
+        classifier = [k for k in state if k.startswith(CLASSIFIER_PREFIXES)]
+        if classifier:
+            logger.info("ignoring the classifier keys of a backbone-only checkpoint: %s", classifier)
+        if model_is_segmentor:
+            logger.info("backbone-only checkpoint: the decode head keeps its initialisation")
+    prefixes = pruned_prefixes(model)
+    pruned = {k for k, name in names.items() if prefixes and name.startswith(prefixes)}
+    if pruned:
+        logger.info("ignoring %d key(s) of the stages the model does not build (%s)", len(pruned), ", ".join(prefixes))
+    report.ignored += [k for k in state if k not in names or k in pruned]
+    layout = {name: state[k] for k, name in names.items()}
+    return {name: state[k] for k, name in names.items() if k not in pruned}, layout
+
+
+def pruned_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict key prefixes of the modules ``model`` does not build: every submodule's
+    ``pruned_prefixes`` (e.g. a feature backbone's stages after its last ``out_indices``), under its name."""
+    return tuple(
+        f"{name}.{prefix}" if name else prefix
+        for name, module in model.named_modules()
+        for prefix in getattr(module, "pruned_prefixes", ())
+    )
 
 
 def _shape(t: torch.Tensor) -> tuple:
@@ -95,10 +122,15 @@ def _format_keys(title: str, rows: list[str], limit: int = 40) -> list[str]:
     return lines
 
 
+def _model_name(model: nn.Module) -> str:
+    config = getattr(model, "config", None) or {}
+    name = config.get("name") or type(model).__name__
+    return f"{name}, features_only, out_indices={tuple(config['out_indices'])}" if config.get("features_only") else name
+
+
 def mismatch_message(report: LoadReport, source: str, model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     """Human-readable, grouped description of a key/shape mismatch, with a guess of the file's variant."""
-    name = getattr(model, "config", {}).get("name") or type(model).__name__
-    lines = [f"checkpoint {source} does not match the model ({name}):"]
+    lines = [f"checkpoint {source} does not match the model ({_model_name(model)}):"]
     if report.mismatched:
         rows = [f"{k}: checkpoint {list(c)} vs model {list(m)}" for k, (c, m) in sorted(report.mismatched.items())]
         lines += _format_keys(f"{len(rows)} key(s) with a different shape", rows)
@@ -149,7 +181,8 @@ def load_checkpoint(
     """Load a checkpoint into ``model``, casting every tensor to the model's dtype.
 
     Args:
-        model: an LRFormer segmentor (or a bare backbone).
+        model: an LRFormer segmentor or a bare backbone (a feature backbone ignores the keys of the
+            stages it does not build; they are listed in ``LoadReport.ignored``).
         path_or_url: local path (PyTorch or ``.safetensors``), http(s) URL (downloaded once to
             ``~/.cache/lrformer``), ``hf-hub:OWNER/REPO/PATH[@REVISION]``, or an already loaded
             checkpoint object.
@@ -169,7 +202,7 @@ def load_checkpoint(
     else:
         source, state = str(path_or_url), read_checkpoint(path_or_url).state_dict
     report = LoadReport()
-    state = _adapt_to_model(state, model, report)
+    state, layout = _adapt_to_model(state, model, report)
     own = model.state_dict()
     for key, value in state.items():
         if key not in own:
@@ -184,11 +217,11 @@ def load_checkpoint(
         if key not in state and not (backbone_only and not key.startswith("backbone.")):
             report.missing[key] = _shape(value)
     if not report.ok and strict:
-        error = CheckpointMismatchError(mismatch_message(report, source, model, state))
+        error = CheckpointMismatchError(mismatch_message(report, source, model, layout))
         count = len(report.missing) + len(report.unexpected) + len(report.mismatched)
-        name = getattr(model, "config", {}).get("name") or type(model).__name__
         error.summary = (
-            f"checkpoint {source} does not match the model ({name}): {count} key(s) differ. {guess_variant(state)} "
+            f"checkpoint {source} does not match the model ({_model_name(model)}): {count} key(s) differ. "
+            f"{guess_variant(layout)} "
             "Use the model the file was trained with, or load only the matching keys with strict=False "
             "(training: --set model.strict=false) (--debug lists every key)."
         )
@@ -206,5 +239,5 @@ def load_checkpoint(
             checkpoint_classes(own), source, checkpoint_classes(state), rows,
         )  # fmt: skip
     if not report.ok:
-        logger.warning(mismatch_message(report, source, model, state))
+        logger.warning(mismatch_message(report, source, model, layout))
     return report

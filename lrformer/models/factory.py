@@ -1,4 +1,5 @@
-"""``create_model``: a variant by name (or a model file), optionally with a checkpoint loaded."""
+"""``create_model``: a variant by name (or a model file), optionally with a checkpoint loaded; the
+segmentor, or with ``features_only=True`` the backbone alone as a feature extractor."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..utils import unknown_key_error
+from .backbone import resolve_out_indices
 from .checkpoint import checkpoint_classes, load_checkpoint
-from .registry import FILE_KEYS, OVERRIDE_KEYS, PLUS_OVERRIDE_KEYS, VARIANTS, build_model, variant_config
+from .registry import (
+    BACKBONE_KEYS,
+    FILE_KEYS,
+    OVERRIDE_KEYS,
+    PLUS_OVERRIDE_KEYS,
+    VARIANTS,
+    build_features,
+    build_model,
+    variant_config,
+)
 from .weights import is_remote, looks_like_checkpoint, read_checkpoint
 
 
@@ -71,9 +82,19 @@ def create_model(
     pretrained: str | Path | None = None,
     strict: bool = True,
     reset_classifier: bool | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Create an LRFormer model, optionally with weights.
+
+    Example::
+
+        >>> model = lrformer.create_model("lrformer_t", features_only=True, out_indices=(1, 2, 3))
+        >>> [f.shape for f in model(torch.randn(1, 3, 100, 150))]  # (B, C, ⌈H/s⌉, ⌈W/s⌉), s = 8, 16, 32
+        [torch.Size([1, 96, 13, 19]), torch.Size([1, 240, 7, 10]), torch.Size([1, 384, 4, 5])]
+        >>> model.feature_info.channels(), model.feature_info.reduction()
+        ([96, 240, 384], [8, 16, 32])
 
     Args:
         name: ``lrformer_t|s|b|l`` (segmentor with LRHead), ``lrformer_xl`` (backbone only),
@@ -89,14 +110,35 @@ def create_model(
             ``False`` loads the matching keys and logs the rest.
         reset_classifier: re-initialise a classifier of another class count instead of failing
             (default: when ``num_classes`` is given).
+        features_only: return the backbone alone (:class:`LRFormer`) as a feature extractor for other
+            frameworks (timm's ``features_only``): ``model(x)`` is the list of the ``out_indices``
+            features, described by ``model.feature_info``. Segmentation checkpoints (their decode head
+            is ignored), ImageNet backbone files (their ``head.*`` classifier is ignored) and this
+            package's checkpoints load strictly into it. Without a head it takes no ``num_classes``,
+            ``reset_classifier`` or head override (an error); those settings in a model file or a
+            checkpoint's description are not used.
+        out_indices: with ``features_only``: the 0-based stages (strides 4, 8, 16, 32) whose features
+            are returned, in this order; negative ones count from the last (``-1``: stride 32).
+            Default ``(0, 1, 2, 3)``. Stages after the last one are not built and their checkpoint
+            keys are ignored.
         **overrides: any of :data:`OVERRIDE_KEYS` (and :data:`PLUS_OVERRIDE_KEYS` for "+" models),
             e.g. ``embed_dims=[16, 32, 80, 64]``.
 
     Returns:
         an :class:`LRFormerSegmentor` in eval mode when weights are loaded, train mode otherwise.
         A self-describing checkpoint also sets ``model.config["classes"]``, ``["palette"]`` and
-        ``["test"]`` (unless the classifier was re-initialised).
+        ``["test"]`` (unless the classifier was re-initialised). With ``features_only``: an
+        :class:`LRFormer` whose ``config`` holds the variant, the backbone hyper-parameters,
+        ``features_only`` and ``out_indices``.
     """
+    if features_only:
+        _check_features_arguments(num_classes, reset_classifier, overrides)
+        out_indices = resolve_out_indices(out_indices)  # before any download
+    elif out_indices is not None:
+        raise ConfigError(
+            f"out_indices={out_indices!r} selects the stages of a feature backbone: add features_only=True, "
+            f"e.g. create_model({str(name)!r}, features_only=True, out_indices={out_indices!r})"
+        )
     if str(name) not in VARIANTS and Path(name).suffix.lower() in (".yaml", ".yml", ".json"):
         if not Path(name).is_file():
             raise FileNotFoundError(f"model file {name} does not exist")
@@ -119,6 +161,13 @@ def create_model(
             f"{pretrained} holds weights but no model description (e.g. a released checkpoint): name the variant, "
             f"e.g. create_model('lrformer_t', pretrained='{pretrained}') or --model lrformer_t"
         )
+    if features_only:  # the described head (class count, head sizes) is not built
+        model = build_features(variant_config(str(name), **overrides), out_indices)
+        if checkpoint:
+            load_checkpoint(model, checkpoint, strict=strict)
+            model.config["pretrained"] = str(pretrained)
+            model.eval()
+        return model
     reset_classifier = num_classes is not None if reset_classifier is None else reset_classifier
     if num_classes is not None:
         overrides["num_classes"] = num_classes
@@ -132,3 +181,16 @@ def create_model(
             model.config.update({k: description.get(k) for k in ("classes", "palette", "test") if description.get(k)})
         model.eval()
     return model
+
+
+def _check_features_arguments(
+    num_classes: int | None, reset_classifier: bool | None, overrides: dict[str, Any]
+) -> None:
+    """Refuse the head arguments a ``features_only`` model cannot use (it has no decode head)."""
+    refused = [k for k, v in (("num_classes", num_classes), ("reset_classifier", reset_classifier)) if v is not None]
+    refused += [k for k in overrides if k not in BACKBONE_KEYS and k in FILE_KEYS]
+    if refused:
+        raise ConfigError(
+            f"features_only=True builds the backbone alone, without decode head or classifier: drop {', '.join(refused)} "
+            "(a checkpoint's decode head is ignored; put your own head on model(x))"
+        )

@@ -9,7 +9,7 @@ Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -81,6 +81,9 @@ PLUS_OVERRIDE_KEYS = tuple(PLUS_HEAD)
 FILE_KEYS = ("name", "pretrained") + OVERRIDE_KEYS + PLUS_OVERRIDE_KEYS
 """Keys a model YAML/JSON file may hold."""
 
+BACKBONE_KEYS = ("embed_dims", "depths", "num_heads", "mlp_ratios", "q_pooled_sizes", "drop_path_rate")
+"""The overrides that shape the backbone: the only ones a ``features_only`` model takes."""
+
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
@@ -119,16 +122,31 @@ def _check_override(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def build_backbone(config: dict[str, Any], out_indices: Sequence[int] | None = None) -> LRFormer:
+    """The backbone of a resolved config, with the stages ``out_indices`` (default: all four)."""
+    return LRFormer(**{k: config[k] for k in BACKBONE_KEYS}, out_indices=out_indices)
+
+
+def build_features(config: dict[str, Any], out_indices: Sequence[int] | None = None) -> LRFormer:
+    """A feature backbone (``create_model(features_only=True)``) of a resolved config.
+
+    Only the stages up to the last of ``out_indices`` are built; ``model.config`` holds the variant
+    name, the backbone hyper-parameters, ``features_only`` and the resolved ``out_indices`` (the
+    decode head's settings in ``config`` are left out).
+    """
+    model = build_backbone(config, out_indices)
+    model.config = {
+        "name": config["name"],
+        **{k: config[k] for k in BACKBONE_KEYS},
+        "features_only": True,
+        "out_indices": list(model.out_indices),
+    }
+    return model
+
+
 def build_model(config: dict[str, Any]) -> LRFormerSegmentor:
     """Build an (uninitialised-from-checkpoint) segmentor from a resolved config."""
-    backbone = LRFormer(
-        embed_dims=config["embed_dims"],
-        depths=config["depths"],
-        num_heads=config["num_heads"],
-        mlp_ratios=config["mlp_ratios"],
-        q_pooled_sizes=config["q_pooled_sizes"],
-        drop_path_rate=config["drop_path_rate"],
-    )
+    backbone = build_backbone(config)
     decode_head = None
     if config["name"].endswith("_plus"):
         decode_head = Mask2FormerHead(
