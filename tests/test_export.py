@@ -1,10 +1,32 @@
-"""ONNX export round trip on the tiny parity model (onnxruntime within 1e-4 of PyTorch)."""
+"""ONNX export: the fixed-size round trip, and the dynamic export (symbolic height and width) checked
+against PyTorch with onnxruntime at sizes and aspect ratios other than the traced one."""
 
 from __future__ import annotations
 
-import onnx
+import contextlib
+import io
+import json
+import math
+import re
 
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+import lrformer
 from lrformer.cli.main import main
+from lrformer.errors import ConfigError
+from lrformer.export import check_onnx, export_onnx
+from lrformer.models.layers import pooled_size, round_ratio, traceable_pooled_size
+
+from .helpers import error_line
+
+TARGETS = (4, 6, 8, 11, 12, 16, 22, 32)  # every LRSA target: queries 16 / 32, pyramids 11 8 6 4 / 22 16 12 8
+EXPORT_SIZE = (96, 160)
+OTHER_SIZES = [(128, 128), (200, 328), (32, 110)]  # square, not multiples of 32, the smallest side and ratio 3.4
 
 
 def test_onnx_export_round_trip(tmp_path, tiny_model_file, capsys):
@@ -17,3 +39,121 @@ def test_onnx_export_round_trip(tmp_path, tiny_model_file, capsys):
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["scores"]
     dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
     assert dims == [1, 5, 12, 20]
+
+
+def test_integer_pooled_size_equals_python_round():
+    """The integer formula the exported graph computes equals ``round(a·t/b + 0.001)`` for every
+    a, b in 1..1024 (numpy's float64 and half-to-even rounding are Python's) and on exact ties,
+    which need b to be a multiple of 1000 (checked against Python's ``round`` itself)."""
+    sides = np.arange(1, 1025, dtype=np.int64)
+    for target in TARGETS:
+        expected = np.round(sides[None, :] * target / sides[:, None] + 0.001)
+        assert np.array_equal(round_ratio(sides[None, :], sides[:, None], target), expected), target
+        for b in (1000, 2000, 4000):
+            assert all(round_ratio(a, b, target) == round(a * target / b + 0.001) for a in range(b, 4 * b + 1))
+    assert round_ratio(2409, 1000, 11) == round(2409 * 11 / 1000 + 0.001) == 26  # a tie, 26.5: to even
+    for height in range(1, 80):
+        for width in range(1, 80):
+            for target in TARGETS:
+                assert traceable_pooled_size(height, width, target) == pooled_size(height, width, target)
+
+
+@pytest.fixture(scope="module")
+def dynamic_export(tmp_path_factory, tiny_cases, tiny_checkpoint):
+    """``lrformer export --dynamic`` of the tiny model (the ``tiny_model_file`` model), run once:
+    (exit code, printout, .onnx path)."""
+    folder = tmp_path_factory.mktemp("dynamic")
+    model_file = folder / "tiny.json"
+    model_file.write_text(
+        json.dumps({**tiny_cases["config"], "name": "lrformer_t", "pretrained": str(tiny_checkpoint)})
+    )
+    out = folder / "tiny_dynamic.onnx"
+    printout = io.StringIO()
+    with contextlib.redirect_stdout(printout):
+        code = main(["export", "--model", str(model_file), "--dynamic", "--size", "96", "160", "--out", str(out)])
+    return code, printout.getvalue(), out
+
+
+def test_dynamic_export_cli_checks_four_sizes(dynamic_export):
+    code, printout, out = dynamic_export
+    assert code == 0 and out.is_file()
+    checked = re.findall(r"at (\d+)x(\d+): max abs difference (\S+)", printout)
+    sizes = [(int(h), int(w)) for h, w, _ in checked]
+    assert len(sizes) == 4 and sizes[0] == EXPORT_SIZE and len({h / w for h, w in sizes}) >= 3
+    assert any(h % 32 or w % 32 for h, w in sizes)
+    assert all(float(difference) < 1e-4 for _, _, difference in checked)
+
+
+def test_dynamic_onnx_matches_pytorch_at_other_sizes(dynamic_export, tiny_model):
+    """onnxruntime on the dynamic graph equals the PyTorch model (as exported: the fast path) at sizes
+    and aspect ratios other than the traced 96x160."""
+    out = dynamic_export[2]
+    fast = lrformer.reparameterize_model(tiny_model)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for height, width in OTHER_SIZES:
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.no_grad():
+            expected = fast(x).numpy()
+        ours = session.run(None, {"image": x.numpy()})[0]
+        assert ours.shape == expected.shape == (1, 5, math.ceil(height / 8), math.ceil(width / 8))
+        assert np.abs(ours - expected).max() < 1e-4, (height, width)
+
+
+def test_dynamic_graph_has_symbolic_height_and_width(dynamic_export):
+    graph = onnx.load(str(dynamic_export[2])).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["scores"]
+    image = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert image == [1, 3, "height", "width"]
+    scores = graph.output[0].type.tensor_type.shape.dim
+    assert scores[2].dim_param and scores[3].dim_param and not scores[2].dim_value
+
+
+def test_fixed_export_needs_a_size(tmp_path, tiny_model_file, capsys):
+    assert main(["export", "--model", str(tiny_model_file), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--size H W is required" in error_line(capsys) and not (tmp_path / "m.onnx").exists()
+
+
+class StridedFeatures(nn.Module):
+    """Four k3 convs (strides 4, 2, 2, 2): features of the backbone's channels and sizes, at a
+    fraction of its export time (the LRSA backbone is covered by the LRHead tests above)."""
+
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__()
+        ins = [3, *channels[:-1]]
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, s, 1) for i, o, s in zip(ins, channels, (4, 2, 2, 2)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for conv in self.convs:
+            features.append(x := conv(x))
+        return features
+
+
+def test_plus_model_dynamic_export(tmp_path):
+    """The Mask2Former head of LRFormer+ (deformable attention, reference points, positional
+    encodings, attention masks resized per level) exports with symbolic height and width too."""
+    torch.manual_seed(0)
+    model = lrformer.create_model(
+        "lrformer_t_plus", embed_dims=[16, 32, 64, 64], depths=[1, 1, 1, 1], num_heads=[2, 4, 8, 8],
+        num_classes=3, feat_channels=32, num_queries=8, pixel_decoder_layers=1, pixel_decoder_ffn=32,
+        pixel_decoder_gn_groups=8, transformer_decoder_layers=2, transformer_decoder_ffn=32,
+        positional_encoding_num_feats=16,
+    )  # fmt: skip
+    model.backbone = StridedFeatures([16, 32, 64, 64])
+    out = tmp_path / "plus.onnx"
+    export_onnx(model.eval(), (1, 3, 64, 96), out, dynamic=True)
+    for size in [(1, 3, 96, 64), (1, 3, 72, 136)]:
+        assert check_onnx(model, out, size) < 1e-4, size
+
+
+class WidthBranch(nn.Conv2d):
+    """A network that branches on the input width: no graph with a symbolic width exists."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if x.shape[-1] > 64 else x
+
+
+def test_a_failed_dynamic_export_is_one_line_with_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"symbolic height and width failed \(.*\); export at a fixed size") as error:
+        export_onnx(WidthBranch(3, 3, 1), (1, 3, 96, 96), tmp_path / "m.onnx", dynamic=True)
+    assert "\n" not in str(error.value) and not (tmp_path / "m.onnx").exists()

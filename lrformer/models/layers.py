@@ -11,11 +11,45 @@ def pooled_size(height: int, width: int, target: int) -> tuple[int, int]:
     """Aspect-kept size of a pooled grid (every LRSA pooling uses it).
 
     The short side becomes ``target``; the long side is scaled with the aspect ratio, rounded
-    with Python's ``round`` after adding 0.001 (exactly as the official code does).
+    with Python's ``round`` after adding 0.001 (exactly as the official code does). Symbolic sizes
+    (``torch.SymInt``, while exporting with dynamic shapes) take :func:`traceable_pooled_size`,
+    which gives the same integers without floats or branches.
     """
+    if is_symbolic(height, width):
+        return traceable_pooled_size(height, width, target)
     if width >= height:
         return target, round(width * target / height + 0.001)
     return round(height * target / width + 0.001), target
+
+
+def traceable_pooled_size(height, width, target: int):
+    """:func:`pooled_size` in integer arithmetic, so that a traced graph computes it for any input size.
+
+    ``round_ratio(a, b, t) = round(a·t/b + 0.001)`` is at most ``t`` when ``a <= b``, so the short
+    side is ``max(t, round_ratio(short, long)) = t`` and the long side ``max(t, round_ratio(long,
+    short))``. Neither size is compared with the other: export adds no guard on the aspect ratio.
+    """
+    return torch.sym_max(target, round_ratio(height, width, target)), torch.sym_max(
+        target, round_ratio(width, height, target)
+    )
+
+
+def round_ratio(a, b, target: int):
+    """``round(a·t/b + 0.001)`` for positive integers, in integer arithmetic (ints, ``SymInt``s, int arrays).
+
+    Python rounds half to even. With ``z = a·t/b + 0.001 + 1/2 = (1000·a·t + 501·b) / (1000·b)``,
+    that is ``⌊z/2⌋ + ⌈(z−1)/2⌉``: ``⌊z⌋`` except when ``z`` is an odd integer (a tie), then ``z − 1``.
+    Only non-negative operands (ONNX's integer ``Div`` truncates) and two floor divisions (few
+    symbolic terms: the export stays fast). Equal to the float form for every size tested
+    (``tests/test_export.py``; ties need a side that is a multiple of 1000).
+    """
+    numerator, denominator = 1000 * a * target + 501 * b, 1000 * b
+    return numerator // (2 * denominator) + (numerator + denominator - 1) // (2 * denominator)
+
+
+def is_symbolic(*sizes) -> bool:
+    """True when a size is a ``torch.SymInt`` (tracing or exporting with dynamic shapes)."""
+    return any(isinstance(size, torch.SymInt) for size in sizes)
 
 
 def pyramid_sizes(q_pooled_size: int, ratios: tuple[int, ...] = (11, 8, 6, 4)) -> list[int]:
@@ -89,7 +123,11 @@ class ResidualDepthwiseConv(nn.Conv2d):
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize with ``align_corners=False`` (identity when the size already matches)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize with ``align_corners=False`` (identity when the size already matches).
+
+    With symbolic sizes the resize is always done (an identity there: same-size bilinear weights
+    are exactly 1 and 0), so export adds no guard that two sizes differ.
+    """
+    if not is_symbolic(*x.shape[-2:], *size) and tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
