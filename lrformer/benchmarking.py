@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .devices import autocast, autocast_dtype
+from .devices import autocast, autocast_dtype, check_device
 from .utils import peak_memory_mb
 
 
@@ -28,7 +28,7 @@ def benchmark(
     Returns ``height``, ``width``, ``batch``, ``median_ms``, ``p90_ms``, ``images_per_s`` and
     ``peak_mb`` (CUDA: max allocated; CPU: the process's peak RSS, which only grows).
     """
-    device = torch.device(device)
+    device = torch.device(check_device(device, "device", 'device="cpu"'))
     model = model.to(device).eval()
     runner = torch.compile(model) if compile else model
     x = torch.randn(batch, 3, *size, device=device)

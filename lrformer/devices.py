@@ -67,7 +67,7 @@ def autocast_dtype(precision: str, device: str | torch.device, option: str = "--
     device = torch.device(device)
     if dtype is None:
         return None
-    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and dtype == torch.bfloat16 and not _cuda_bf16(device):
         raise ConfigError(f"{option} bf16: this GPU has no bfloat16 support; use {option} fp16")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # autocast only warns (and turns itself off) for an unsupported pair
@@ -79,6 +79,12 @@ def autocast_dtype(precision: str, device: str | torch.device, option: str = "--
                 f"{option} {precision} is not supported on {device.type} by this PyTorch ({exc}); use {option} fp32"
             ) from None
     return dtype
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    """Whether the CUDA device ``device`` (not merely the current one) computes in bfloat16."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported()
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:

@@ -30,7 +30,13 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert "validation mIoU" in out and "| ring" in out
     overlays = sorted((tmp_path / "work" / "overlays").glob("*.png"))
     assert len(overlays) == 8
-    assert cv2.imread(str(overlays[0])).shape == (128, 3 * 128, 3)
+    picture = cv2.imread(str(overlays[0]))
+    assert picture.shape[0] == 128 and picture.shape[1] > 3 * 128  # image | prediction | ground truth | legend
+    image = cv2.imread(str(tmp_path / "data" / "images" / "val" / overlays[0].name))
+    np.testing.assert_array_equal(picture[:, :128], image)
+    truth = cv2.imread(str(tmp_path / "data" / "annotations" / "val" / overlays[0].name), cv2.IMREAD_UNCHANGED)
+    palette = np.asarray(synthetic.PALETTE, dtype=np.uint8)[:, ::-1]
+    np.testing.assert_array_equal(picture[:, 256:384], palette[truth])
     assert (tmp_path / "work" / "iter_2.pth").is_file()
 
 

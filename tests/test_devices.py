@@ -4,6 +4,7 @@ autocast with fp32 scores; a device or precision this machine lacks is one line 
 from __future__ import annotations
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -60,12 +61,32 @@ def test_half_precision_scores_are_fp32_and_close(tiny_model, precision):
     assert agree > 0.95
 
 
-def test_predict_and_eval_take_a_precision(tmp_path, tiny_model_file, capsys):
+def test_predict_and_eval_run_the_network_in_the_precision_asked(tmp_path, tiny_model_file, capsys, monkeypatch):
+    from lrformer.inference import predictor as predictor_module
+
+    used = []
+
+    def recording_autocast(device, dtype):
+        used.append(dtype)
+        return devices.autocast(device, dtype)
+
+    monkeypatch.setattr(predictor_module, "autocast", recording_autocast)
     cv2.imwrite(str(tmp_path / "a.png"), synthetic_photo(64, 80, seed=2))
     out = tmp_path / "o"
     assert main(["predict", "--model", str(tiny_model_file), str(tmp_path / "a.png"), "--out", str(out),
                  "--precision", "bf16", "--workers", "0", "--no-overlay"]) == 0  # fmt: skip
     assert Image.open(out / "a.png").size == (80, 64)
+    assert used == [torch.bfloat16]
+    root = tmp_path / "data"
+    (root / "img").mkdir(parents=True)
+    (root / "ann").mkdir()
+    cv2.imwrite(str(root / "img" / "s.jpg"), synthetic_photo(64, 96, seed=1))
+    Image.fromarray((np.arange(64 * 96) % 5).reshape(64, 96).astype(np.uint8)).save(root / "ann" / "s.png")
+    spec = tmp_path / "set.yaml"
+    spec.write_text("img_dir: img\nann_dir: ann\nclasses: [a, b, c, d, e]\n")
+    assert main(["eval", "--model", str(tiny_model_file), "--data", str(spec), "--data-root", str(root),
+                 "--precision", "fp16", "--workers", "0"]) == 0  # fmt: skip
+    assert used == [torch.bfloat16, torch.float16]
     assert main(["eval", "--model", str(tiny_model_file), "--data", "ade20k", "--data-root", "x",
                  "--precision", "fp8"]) == 2  # fmt: skip
     assert "invalid choice: 'fp8'" in error_line(capsys)

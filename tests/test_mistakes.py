@@ -113,6 +113,8 @@ MISTAKES = {
                                                     str(w[0] / "photos"), "--out", str(w[0] / "o10")],
                                           "holds weights but no model description"),
     "strict not a bool": (lambda w: _train(w, "model.strict=maybe"), "model.strict must be true or false"),
+    "export size below 32": (lambda w: ["export", "--model", "lrformer_t", "--dynamic", "--size", "20", "20",
+                                        "--out", str(w[0] / "m2.onnx")], "LRFormer takes H, W >= 32"),
 }  # fmt: skip
 if not torch.cuda.is_available():
     MISTAKES["cuda without a GPU"] = (lambda w: _train(w, "train.device=cuda"), "use --set train.device=cpu")

@@ -9,8 +9,8 @@ import stat
 import cv2
 import pytest
 
-from lrformer.cli.main import main
 from lrformer.cli.inputs import collect_inputs, output_names
+from lrformer.cli.main import main
 from lrformer.files import glob_files, walk_files
 
 from .helpers import error_line, synthetic_photo

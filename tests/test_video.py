@@ -14,7 +14,7 @@ from lrformer.cli.main import main
 from lrformer.image import video as video_module
 from lrformer.image.io import to_bgr
 
-from .helpers import synthetic_photo
+from .helpers import error_line, synthetic_photo
 
 FPS, SIZE, FRAMES = 12.5, (72, 104), 6
 VideoCapture = cv2.VideoCapture  # the real one, before a test replaces it
@@ -69,15 +69,15 @@ def test_video_equals_its_frames_as_images(clip, tmp_path, tiny_model_file, tiny
                  str(tmp_path / "images_out"), "--no-overlay", "--workers", "0"]) == 0  # fmt: skip
     from_video = [np.asarray(Image.open(out / "clip_frames" / f"{i:06d}.png")) for i in range(FRAMES)]
     from_images = [np.asarray(Image.open(tmp_path / "images_out" / f"{i:06d}.png")) for i in range(FRAMES)]
-    for a, b in zip(from_video, from_images):
+    for a, b in zip(from_video, from_images, strict=True):
         np.testing.assert_array_equal(a, b)
     assert len({a.tobytes() for a in from_video}) > 1  # the frames differ: a per-frame result, not one repeated
     # the Python API: frames in order, arrays given as BGR, one batch at a time
     predictor = Predictor(tiny_model)
-    for a, b in zip(predictor.predict_video(path, batch_size=4), from_video):
+    for a, b in zip(predictor.predict_video(path, batch_size=4), from_video, strict=True):
         np.testing.assert_array_equal(a, b)
     by_array = Predictor(tiny_model, input_format="bgr").predict(decoded)
-    for a, b in zip(by_array, from_video):
+    for a, b in zip(by_array, from_video, strict=True):
         np.testing.assert_array_equal(a, b)
     # the segmented videos: same frame count, size and rate (the panel is twice as wide)
     for name, width in (("clip_overlay.mp4", SIZE[1]), ("clip_panel.mp4", 2 * SIZE[1])):
@@ -133,7 +133,9 @@ class _Damaged:
         return getattr(self.capture, name)
 
 
-def test_a_damaged_frame_is_reported_and_the_rest_is_segmented(clip, tmp_path, tiny_model_file, capsys, monkeypatch):
+def test_a_damaged_frame_is_reported_and_the_rest_is_segmented(
+    clip, tmp_path, tiny_model_file, tiny_model, capsys, monkeypatch
+):
     path, decoded = clip
     monkeypatch.setattr(video_module.cv2, "VideoCapture", lambda p: _Damaged(p, bad={2}))
     out = tmp_path / "out"
@@ -154,6 +156,13 @@ def test_a_damaged_frame_is_reported_and_the_rest_is_segmented(clip, tmp_path, t
     summary = json.loads((out / "clip.json").read_text())
     assert summary["frames"] == 5 and [f["frame"] for f in summary["per_frame"]] == [0, 1, 3, 4, 5]
     assert sum(c["pixels"] for c in summary["classes"]) == 5 * SIZE[0] * SIZE[1]
+    # the Python API keeps the numbering: None in the damaged frame's place
+    monkeypatch.setattr(video_module.cv2, "VideoCapture", lambda p: _Damaged(p, bad={2}))
+    labels = list(Predictor(tiny_model).predict_video(path, batch_size=2))
+    monkeypatch.undo()
+    assert [label is None for label in labels] == [False, False, True, False, False, False]
+    for i in (0, 1, 3, 4, 5):
+        np.testing.assert_array_equal(labels[i], np.asarray(Image.open(out / "clip_frames" / f"{i:06d}.png")))
 
 
 def test_truncated_video_keeps_what_decodes(clip, tmp_path, tiny_model_file, capsys, monkeypatch):
@@ -165,6 +174,35 @@ def test_truncated_video_keeps_what_decodes(clip, tmp_path, tiny_model_file, cap
     assert "the video ends after frame 3 although its header announces 6 frames" in captured.err
     monkeypatch.undo()
     assert len(_decode(tmp_path / "o" / "clip_overlay.mp4")) == 4
+
+
+class _Resized(_Damaged):
+    """A capture whose frames from the 3rd on come at another size (a resolution change)."""
+
+    def read(self):
+        ok, frame = self.capture.read()
+        self.calls += 1
+        return (ok, cv2.resize(frame, (50, 30)) if ok and self.calls > 2 else frame)
+
+
+def test_frames_of_another_size_are_resized_to_the_video(clip, tmp_path, tiny_model_file, capsys, monkeypatch):
+    path, decoded = clip
+    monkeypatch.setattr(video_module.cv2, "VideoCapture", lambda p: _Resized(p, bad=set()))
+    out = tmp_path / "o"
+    assert main(["predict", "--model", str(tiny_model_file), str(path), "--out", str(out), "--frames",
+                 "--workers", "0"]) == 0  # fmt: skip
+    assert (
+        "from frame 2 the frames are 50x30, not the video's 104x72; they are resized to it" in capsys.readouterr().err
+    )
+    monkeypatch.undo()
+    assert len(_decode(out / "clip_overlay.mp4")) == FRAMES
+    assert {np.asarray(Image.open(p)).shape for p in (out / "clip_frames").iterdir()} == {SIZE}
+
+
+def test_a_video_with_nothing_to_write_is_refused(clip, tmp_path, tiny_model_file, capsys):
+    assert main(["predict", "--model", str(tiny_model_file), str(clip[0]), "--out", str(tmp_path / "o"),
+                 "--no-overlay"]) == 2  # fmt: skip
+    assert "with --no-overlay nothing would be written for it: add --frames" in error_line(capsys)
 
 
 def test_not_a_video(tmp_path, tiny_model_file, capsys):

@@ -96,14 +96,14 @@ def test_predict_json_and_legend_names_from_a_dataset_file(tmp_path, tiny_model_
     dataset = tmp_path / "beach.yaml"
     dataset.write_text(yaml.safe_dump({"img_dir": "i", "ann_dir": "a", "classes": list(NAMES),
                                        "palette": PALETTE.tolist()}))  # fmt: skip
-    cv2.imwrite(str(tmp_path / "photo.png"), synthetic_photo(120, 160, seed=5))
+    cv2.imwrite(str(tmp_path / "photo.png"), synthetic_photo(360, 480, seed=5))
     out = tmp_path / "out"
     assert main(["predict", "--model", str(tiny_model_file), str(tmp_path / "photo.png"), "--out", str(out),
                  "--palette", str(dataset), "--json", "--panel", "--workers", "0"]) == 0  # fmt: skip
     label = np.asarray(Image.open(out / "photo.png"))
     counts = np.bincount(label.ravel(), minlength=5)
     summary = json.loads((out / "photo.json").read_text())
-    assert summary["size"] == [120, 160]
+    assert summary["size"] == [360, 480]
     assert [(c["id"], c["name"], c["pixels"]) for c in summary["classes"]] == sorted(
         [(i, NAMES[i], int(n)) for i, n in enumerate(counts) if n], key=lambda row: -row[2]
     )
@@ -111,11 +111,11 @@ def test_predict_json_and_legend_names_from_a_dataset_file(tmp_path, tiny_model_
     # the legend's swatches in the JPEG overlay: the colours of the predicted classes, most pixels first
     picture = cv2.imread(str(out / "photo_overlay.jpg"))[:, :, ::-1].astype(int)
     entries = legend_entries(label, PALETTE, NAMES)
-    layout = legend_layout(entries, 120)
+    layout = legend_layout(entries, 360)
     for entry, (x0, y0, x1, y1) in zip(entries, layout.swatches):
         centre = picture[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].reshape(-1, 3).mean(0)
         assert np.abs(centre - PALETTE[entry.index]).max() < 12, entry.name  # JPEG-compressed
-    assert cv2.imread(str(out / "photo_panel.jpg")).shape[:2] == (120, 320 + layout.width)
+    assert cv2.imread(str(out / "photo_panel.jpg")).shape[:2] == (360, 960 + layout.width)
 
 
 def test_eval_show_dir_writes_image_prediction_truth(tmp_path, tiny_model_file, capsys):
@@ -139,3 +139,35 @@ def test_eval_show_dir_writes_image_prediction_truth(tmp_path, tiny_model_file, 
     assert main(["eval", "--model", str(tiny_model_file), "--data", str(spec), "--data-root", str(root),
                  "--show-dir", str(root / "shows")]) == 2  # fmt: skip
     assert "overlaps the dataset" in capsys.readouterr().err
+
+
+def test_a_legend_that_would_hide_a_small_image_is_left_out():
+    label = _scene(40, 60)
+    image = synthetic_photo(40, 60, seed=4)
+    np.testing.assert_array_equal(
+        overlay(image, label, PALETTE, 0.5, NAMES, legend=True), overlay(image, label, PALETTE)
+    )
+    assert panel(image, label, PALETTE, NAMES).shape[1] > 2 * 60  # a panel has room for it
+
+
+def test_a_picture_too_large_for_a_jpeg_is_skipped_and_reported(tmp_path, tiny_model_file, capsys, monkeypatch):
+    from lrformer.image import io
+
+    monkeypatch.setattr(io, "JPEG_MAX_SIDE", 150)  # 96x128 photos: the overlay fits, the panel does not
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), synthetic_photo(96, 128, seed=6))
+    out = tmp_path / "out"
+    rc = main(["predict", "--model", str(tiny_model_file), str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+               "--out", str(out), "--panel", "--workers", "0"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 1 and "segmented 2 image(s)" in printed and "2 failed" in printed
+    assert f"{out / 'a_panel.jpg'}: a " in printed and "does not fit in a JPEG (at most 150 pixels a side)" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg"]
+
+
+def test_panel_blacks_out_any_ignore_index():
+    label = _scene(20, 30)
+    truth = label.astype(np.int64)
+    truth[:4] = 3  # a class of the palette used as the ignore index
+    picture = panel(synthetic_photo(20, 30), label, PALETTE, NAMES, truth, ignore_index=3)
+    assert (picture[:4, 60:90] == 0).all() and (picture[4:10, 60:90] == PALETTE[0][::-1]).all()

@@ -31,12 +31,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import synthetic
     from ..data.datasets import SegmentationDataset, load_spec
+    from ..devices import check_device
     from ..engine.config import load_config
     from ..engine.trainer import Trainer
     from ..evaluation import evaluate
-    from ..inference import Predictor, overlay, read_image, save_image
+    from ..image import panel
+    from ..inference import Predictor, read_image, save_image
     from ..utils import CACHE_DIR
 
+    args.device = check_device(args.device, "--device", "--device cpu")
     began = time.perf_counter()
     data_dir = Path(args.data_dir) if args.data_dir else CACHE_DIR / "demo_data"
     print(f"[1/3] synthetic dataset in {data_dir}")
@@ -45,24 +48,24 @@ def run(args: argparse.Namespace) -> int:
     if args.iters:
         overrides.append(f"schedule.max_iters={args.iters}")
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", overrides)
-    print(f"[2/3] training LRFormer-T for {config['schedule']['max_iters']} iterations on {args.device}")
     trainer = Trainer(config, args.work_dir, force=True)  # a re-run replaces the previous demo run
+    print(f"[2/3] training LRFormer-T for {config['schedule']['max_iters']} iterations on {trainer.device}")
     trainer.train()
     print("[3/3] evaluating on the validation images and drawing overlays")
     dataset = SegmentationDataset(load_spec(spec_path), data_dir, "val")
     model = trainer.model.eval()
-    metrics = evaluate(model, dataset, dataset.spec.test, workers=0, device=args.device)
+    metrics = evaluate(model, dataset, dataset.spec.test, workers=0, device=trainer.device)
     print(metrics.table())
-    predictor = Predictor(model, dataset.spec.test, device=args.device)
+    predictor = Predictor(model, dataset.spec.test, device=trainer.device)
     palette = np.asarray(dataset.spec.palette, dtype=np.uint8)
     out = Path(args.work_dir) / "overlays"
     for index, (image_path, _) in enumerate(dataset.samples[:8]):
-        image = read_image(image_path)
         truth = dataset.load_label(index).astype(np.uint8)
-        panel = np.hstack([image, overlay(image, truth, palette), overlay(image, predictor(image_path), palette)])
-        save_image(out / f"{Path(image_path).stem}.png", panel)
+        picture = panel(read_image(image_path), predictor(image_path), palette, dataset.classes, truth)
+        save_image(out / f"{Path(image_path).stem}.png", picture)
     minutes = (time.perf_counter() - began) / 60
     print(
-        f"validation mIoU {metrics.mIoU * 100:.2f}; overlays (image | ground truth | prediction) in {out}; {minutes:.1f} min"
+        f"validation mIoU {metrics.mIoU * 100:.2f}; panels (image | prediction | ground truth | legend) in {out}; "
+        f"{minutes:.1f} min"
     )
     return 0

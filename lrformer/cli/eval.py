@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import atomic_path
     from .common import check_output_file, inference_config, load_model
 
+    args.device = check_device(args.device, "--device", "--device cpu")  # before anything is written
+    autocast_dtype(args.precision, args.device)
     check_output_file(args.json, "--json", (args.weights, args.model, args.data), (args.data_root,))
     check_show_dir(args.show_dir, args.data_root)
-    args.device = check_device(args.device, "--device", "--device cpu")
-    autocast_dtype(args.precision, args.device)
     info = init_distributed(args.device)
     try:
         spec = load_spec(args.data)
@@ -85,29 +85,28 @@ def check_show_dir(show_dir: str | None, data_root: str) -> None:
 
 
 def panel_writer(show_dir: str, dataset):
-    """``show(image_bgr, prediction, label, image_path)`` writing ``image | prediction | ground truth``
-    to ``show_dir/<image path in the dataset, without suffix>.jpg``."""
-    import os
+    """``show(image_bgr, prediction, label, image_path)`` writing ``image | prediction | ground truth |
+    legend`` to ``show_dir/<name>.jpg``, ``<name>`` as ``lrformer predict`` names its outputs (the
+    image's path relative to the deepest folder holding all the images, without suffix)."""
     from pathlib import Path
 
-    import numpy as np
-
-    from ..data.palettes import get_palette
     from ..image import panel, save_image
-    from .outputs import writing
+    from .inputs import output_names
+    from .outputs import Legend, writing
 
-    classes = dataset.classes
-    palette = np.asarray(dataset.spec.palette, dtype=np.uint8) if dataset.spec.palette else None
-    if palette is None or len(palette) < len(classes):
-        palette = get_palette("random", len(classes))
-    root = Path(os.path.commonpath([str(Path(image).parent) for image, _ in dataset.samples]))
+    legend = Legend.for_dataset(dataset.spec)
+    images = [Path(image) for image, _ in dataset.samples]
+    names = dict(zip(map(str, images), output_names(images)))
     done = 0
 
     def show(image_bgr, prediction, label, image_path) -> None:
         nonlocal done
-        path = Path(show_dir) / Path(image_path).relative_to(root).with_suffix(".jpg")
+        path = Path(show_dir) / f"{names[str(image_path)]}.jpg"
+        picture = panel(
+            image_bgr, prediction, legend.palette, legend.names, label, ignore_index=dataset.spec.ignore_index
+        )
         with writing(path, done, option="--show-dir"):
-            save_image(path, panel(image_bgr, prediction, palette, classes, ground_truth=label))
+            save_image(path, picture)
         done += 1
 
     return show

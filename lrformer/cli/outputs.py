@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image import class_table, overlay, panel, save_image, save_label_png
+from ..image.io import PictureTooLargeError
 from ..utils import write_bytes_atomic
 
 
@@ -30,6 +31,7 @@ def writing(path: Path, done: int, unit: str = "image(s)", option: str = "--out"
 
 
 def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
     write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
 
 
@@ -62,6 +64,16 @@ class Legend:
             names = DATASETS[name][0]
         return cls(get_palette(name, num_classes), names)
 
+    @classmethod
+    def for_dataset(cls, spec) -> Legend:
+        """A dataset's class names and palette (random colours where it has too few)."""
+        from ..data.palettes import get_palette
+
+        palette = np.asarray(spec.palette, dtype=np.uint8) if spec.palette else np.zeros((0, 3), np.uint8)
+        if len(palette) < len(spec.classes):
+            palette = get_palette("random", len(spec.classes))
+        return cls(palette, spec.classes)
+
 
 class ImageOutputs:
     """The files written for one input image named ``name`` under ``out`` (see :mod:`.inputs`)."""
@@ -75,25 +87,38 @@ class ImageOutputs:
         """Whether the decoded image is needed after prediction (for pictures)."""
         return not self.args.no_overlay or self.args.panel
 
-    def write(self, name: str, source: Path, image_bgr: np.ndarray | None, label: np.ndarray) -> None:
+    def write(self, name: str, source: Path, image_bgr: np.ndarray | None, label: np.ndarray) -> list[str]:
         """Label PNG, then the panel (from the untouched image), then the overlay drawn into the
-        image itself (no second copy of a large image), then the JSON; ``image_bgr`` is consumed."""
+        image itself (no second copy of a large image), then the JSON; ``image_bgr`` is consumed.
+        Returns the problems that skipped a picture (too large for a JPEG); a failed write raises."""
         args, legend = self.args, self.legend
+        problems = []
         path = self.out / f"{name}.png"
         with writing(path, self.done):
             save_label_png(path, label, legend.palette)
         if args.panel:
             path = self.out / f"{name}_panel.jpg"
             with writing(path, self.done):
-                save_image(path, panel(image_bgr, label, legend.palette, legend.names, legend=not args.no_legend))
+                picture = panel(image_bgr, label, legend.palette, legend.names, legend=not args.no_legend)
+                problems += _save_picture(path, picture)
         if not args.no_overlay:
             path = self.out / f"{name}_overlay.jpg"
             picture = overlay(image_bgr, label, legend.palette, args.opacity, legend.names, not args.no_legend, True)
             with writing(path, self.done):
-                save_image(path, picture)
+                problems += _save_picture(path, picture)
         if args.json:
             path = self.out / f"{name}.json"
             with writing(path, self.done):
                 write_json(path, {"input": str(source), "size": list(label.shape),
                                   "classes": class_table(label, legend.names)})  # fmt: skip
         self.done += 1
+        return problems
+
+
+def _save_picture(path: Path, picture: np.ndarray) -> list[str]:
+    """Write a picture; one that no JPEG can hold is skipped and described instead."""
+    try:
+        save_image(path, picture)
+    except PictureTooLargeError as exc:
+        return [str(exc)]
+    return []

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..devices import autocast_dtype, check_device
     from ..errors import InputError
+    from ..image.video import VideoWriteError
     from ..inference import ImageReadError, Predictor
     from ..inference.predictor import model_defaults
     from .common import inference_config, load_model
@@ -101,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     is_video = [is_video_file(f) for f in files]
     videos = [(f, n) for f, n, v in zip(files, names, is_video) if v]
     images = [(f, n) for f, n, v in zip(files, names, is_video) if not v]
+    if videos and args.no_overlay and not (args.panel or args.frames or args.json):
+        raise InputError(
+            f"{videos[0][0]} is a video, and with --no-overlay nothing would be written for it: add --frames "
+            "(a label map per frame), --json (class fractions) or --panel"
+        )
     model = load_model(args)
     predictor = Predictor(
         model, inference_config(args, model_defaults(model)), device=args.device, precision=args.precision
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             good = [b for b in batch if b[3] is None]
             labels = predictor.predict_prepared([b[2] for b in good], args.batch_size) if good else []
             for (path, name, prepared, _), label in zip(good, labels):
-                outputs.write(name, path, prepared.bgr, label)
+                errors += outputs.write(name, path, prepared.bgr, label)
                 prepared.bgr = None  # drawn into; free it before the next image
             bar.update(len(batch))
             bar.set_postfix(failed=len(errors))
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     for path, name in videos:
         try:
             done, problems, remarks = segment_video(path, name, out, predictor, outputs.legend, args)
-        except ImageReadError as exc:
+        except (ImageReadError, VideoWriteError) as exc:
             errors.append(str(exc))
             continue
         frames += done

@@ -28,6 +28,7 @@ class VideoOutputs:
         self.overlay = self.panel = None
 
     def open(self, stack: contextlib.ExitStack, fps: float, size: tuple[int, int]) -> None:
+        """Open the video writers at ``fps`` for frames of ``size`` ``(H, W)``; ``stack`` commits them."""
         self.size = size
         if not self.args.no_overlay:
             self.overlay = stack.enter_context(video_writer(self.out / f"{self.name}_overlay.mp4", fps, size))
@@ -75,7 +76,8 @@ def segment_video(
     Returns:
         ``(frames segmented, errors, notes)``: undecodable frames are errors (each written black,
         so the output keeps the input's frame count and timing); a video shorter than its header
-        announces is a note. A video with no decodable frame raises ``ImageReadError``.
+        announces is a note. A video with no decodable frame raises ``ImageReadError``, one
+        OpenCV cannot encode ``VideoWriteError``; either leaves no output behind.
     """
     from tqdm import tqdm
 
@@ -101,12 +103,12 @@ def segment_video(
             flush()
         if not outputs.done:
             raise ImageReadError(f"{path}: no frame of the video could be decoded")
-        if args.json:
-            json_path = out / f"{name}.json"
-            with writing(json_path, outputs.done, "frame(s)"):
-                write_json(json_path, {
-                    "input": str(path), "size": list(video.info.size), "fps": video.info.fps,
-                    "frames": outputs.done, "classes": class_rows(outputs.counts, legend.names),
-                    "per_frame": outputs.per_frame,
-                })  # fmt: skip
+    if args.json:  # once the videos are in place
+        json_path = out / f"{name}.json"
+        with writing(json_path, outputs.done, "frame(s)"):
+            write_json(json_path, {
+                "input": str(path), "size": list(video.info.size), "fps": video.info.fps,
+                "frames": outputs.done, "classes": class_rows(outputs.counts, legend.names),
+                "per_frame": outputs.per_frame,
+            })  # fmt: skip
     return outputs.done, video.errors, video.notes

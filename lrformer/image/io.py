@@ -21,6 +21,13 @@ class ImageReadError(InputError):
     """An input that is not a readable image; the message names the file and the reason."""
 
 
+class PictureTooLargeError(InputError):
+    """A picture larger than its format can hold (JPEG: :data:`JPEG_MAX_SIDE` pixels a side)."""
+
+
+JPEG_MAX_SIDE = 65500
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode a file like mmcv/OpenCV ``IMREAD_COLOR``: ``(H, W, 3)`` uint8 **BGR**.
 
@@ -95,7 +102,13 @@ def save_label_png(path: str | Path, label: np.ndarray, palette: np.ndarray | No
 def save_image(path: str | Path, image_bgr: np.ndarray, quality: int = 90) -> None:
     """Write a BGR image atomically (format from the suffix; JPEG quality ``quality``)."""
     path = Path(path)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    if jpeg and max(image_bgr.shape[:2]) > JPEG_MAX_SIDE:
+        raise PictureTooLargeError(
+            f"{path}: a {image_bgr.shape[1]}x{image_bgr.shape[0]} picture does not fit in a JPEG (at most "
+            f"{JPEG_MAX_SIDE} pixels a side); it is not written (the label map is)"
+        )
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if jpeg else []
     ok, encoded = cv2.imencode(path.suffix, image_bgr, params)
     if not ok:
         raise OSError(f"cannot encode {path}")

@@ -15,6 +15,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from ..errors import InputError
 from ..utils import atomic_path
 from .io import ImageReadError
 
@@ -26,6 +27,10 @@ format OpenCV decodes)."""
 
 MAX_CONSECUTIVE_FAILURES = 25
 """Undecodable frames in a row after which the rest of the video is taken as missing (truncated file)."""
+
+
+class VideoWriteError(InputError):
+    """A video OpenCV cannot encode (e.g. a frame size its MPEG-4 encoder refuses)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,11 @@ def is_video(path: str | Path) -> bool:
 class VideoReader:
     """The frames of a video file, decoded one at a time.
 
-    Iterating yields ``(index, frame)``: ``frame`` is ``(H, W, 3)`` uint8 BGR, or ``None`` for a
-    frame that could not be decoded (its reason is appended to :attr:`errors`). Frames missing at
-    the end (a truncated file, or a header announcing more frames than there are) end the
-    iteration and are described in :attr:`notes`.
+    Iterating yields ``(index, frame)``: ``frame`` is ``(H, W, 3)`` uint8 BGR at the size of
+    :attr:`info`, or ``None`` for a frame that could not be decoded (its reason is appended to
+    :attr:`errors`). Frames of another size (a resolution change mid-stream) are resized to it,
+    with a note. Frames missing at the end (a truncated file, or a header announcing more frames
+    than there are) end the iteration and are described in :attr:`notes`.
 
     Example::
 
@@ -81,7 +87,7 @@ class VideoReader:
         self.notes: list[str] = []
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray | None]]:
-        index, failed = 0, []  # failed: indices of undecodable frames not yet followed by a good one
+        index, failed, resized = 0, [], False  # failed: undecodable frames not yet followed by a good one
         while len(failed) < MAX_CONSECUTIVE_FAILURES:
             ok, frame = self._capture.read()
             if not ok or frame is None:
@@ -97,11 +103,13 @@ class VideoReader:
             index += len(failed)
             failed = []
             if frame.shape[:2] != self.info.size:
-                self.errors.append(
-                    f"{self.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, not the video's "
-                    f"{self.info.size[1]}x{self.info.size[0]}; it is skipped"
-                )
-                frame = None
+                if not resized:
+                    self.notes.append(
+                        f"{self.path}: from frame {index} the frames are {frame.shape[1]}x{frame.shape[0]}, not the "
+                        f"video's {self.info.size[1]}x{self.info.size[0]}; they are resized to it"
+                    )
+                resized = True
+                frame = cv2.resize(frame, self.info.size[::-1], interpolation=cv2.INTER_LINEAR)
             yield index, frame
             index += 1
         if failed or (self.info.frames and index < self.info.frames):
@@ -120,15 +128,40 @@ class VideoReader:
         self.close()
 
 
+class _Writer:
+    """``cv2.VideoWriter`` counting the frames written (OpenCV reports no write errors)."""
+
+    def __init__(self, writer: cv2.VideoWriter) -> None:
+        self._writer, self.frames = writer, 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(frame)
+        self.frames += 1
+
+
 @contextlib.contextmanager
-def video_writer(path: str | Path, fps: float, size: tuple[int, int]) -> Iterator[cv2.VideoWriter]:
-    """An OpenCV writer of MPEG-4 video (``mp4v``) at ``fps`` with frames of ``size`` ``(H, W)``;
-    the file appears at ``path`` only when the block finishes without an error (atomic)."""
+def video_writer(path: str | Path, fps: float, size: tuple[int, int]) -> Iterator[_Writer]:
+    """A writer of MPEG-4 video (``mp4v``) at ``fps`` with frames of ``size`` ``(H, W)``.
+
+    The file appears at ``path`` only when the block finishes without an error and the written
+    file holds every frame (OpenCV's writer reports no errors, so a full disk is caught by reading
+    the frame count back); it is never left half-written. MPEG-4 needs even sizes: the encoder
+    drops the last row or column of an odd one.
+    """
     with atomic_path(path) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
         if not writer.isOpened():
-            raise OSError(f"cannot write {path}: OpenCV has no MPEG-4 encoder for it")
+            raise VideoWriteError(f"cannot write {path}: OpenCV cannot encode a {size[1]}x{size[0]} MPEG-4 video")
+        counting = _Writer(writer)
         try:
-            yield writer
+            yield counting
         finally:
             writer.release()
+        capture = cv2.VideoCapture(str(tmp))
+        written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.release()
+        if written != counting.frames:
+            raise OSError(
+                f"cannot write {path}: it holds {written} of its {counting.frames} frames (is the disk full?); free some "
+                "space and rerun"
+            )

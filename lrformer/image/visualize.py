@@ -18,6 +18,7 @@ BAND_PIXELS = 1 << 20
 
 
 def _bands(height: int, width: int) -> Iterator[slice]:
+    """Row slices of about :data:`BAND_PIXELS` pixels covering ``height`` rows of ``width`` pixels."""
     step = max(1, BAND_PIXELS // max(width, 1))
     for start in range(0, height, step):
         yield slice(start, min(start + step, height))
@@ -36,6 +37,7 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def _blend(image: np.ndarray, color: np.ndarray, opacity: float) -> np.ndarray:
+    """``image·(1−a) + color·a`` rounded to uint8; both ``(h, W, 3)`` uint8."""
     blended = image.astype(np.float32) * (1.0 - opacity) + color.astype(np.float32) * opacity
     return blended.round().clip(0, 255).astype(np.uint8)
 
@@ -51,6 +53,7 @@ def class_pixels(label: np.ndarray, minlength: int = 0) -> np.ndarray:
 
 
 def class_name(names: Sequence[str] | None, index: int) -> str:
+    """``names[index]`` (stripped), or ``class N`` beyond the names."""
     return str(names[index]).strip() if names is not None and index < len(names) else f"class {index}"
 
 
@@ -118,6 +121,7 @@ def font_for(height: int) -> ImageFont.ImageFont:
 
 
 def legend_font_size(height: int) -> int:
+    """Font size of a legend beside a picture ``height`` pixels tall: ``clamp(height / 40, 12, 64)``."""
     return int(min(64, max(12, height // 40)))
 
 
@@ -155,9 +159,14 @@ def draw_legend(entries: Sequence[LegendEntry], height: int) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def _legend(label, palette, names, height: int, ground_truth=None) -> np.ndarray:
+def _legend(label, palette, names, height: int, ground_truth=None, ignore_index: int = 255) -> np.ndarray:
     """The legend of ``label`` (and ``ground_truth``) for a picture ``height`` tall, BGR."""
-    return draw_legend(legend_entries(label, palette, names, ground_truth), height)[:, :, ::-1]
+    return draw_legend(legend_entries(label, palette, names, ground_truth, ignore_index), height)[:, :, ::-1]
+
+
+LEGEND_MAX_COVER = 1 / 3
+"""An overlay's legend is left out when it would cover more than this share of the image (or not
+fit in it); a panel always has room for it."""
 
 
 def _check_shapes(label: np.ndarray, **others: np.ndarray | None) -> None:
@@ -183,7 +192,8 @@ def overlay(
         palette: ``(K, 3)`` RGB colour per class; labels beyond it are black.
         opacity: the colours' weight ``a`` in [0, 1].
         names: class names for the legend (default ``class N``).
-        legend: draw a legend of the classes present (:func:`draw_legend`) in the top-left corner.
+        legend: draw a legend of the classes present (:func:`draw_legend`) in the top-left corner,
+            unless it would cover more than :data:`LEGEND_MAX_COVER` of the image or not fit.
         inplace: write into ``image_bgr`` instead of a new array (no memory beyond a band).
 
     Returns:
@@ -199,7 +209,8 @@ def overlay(
         canvas[rows] = _blend(image_bgr[rows], lut[label[rows]], opacity)
     if legend:
         key = _legend(label, palette, names, height)
-        canvas[: key.shape[0], : key.shape[1]] = key[:height, :width]
+        if key.shape[1] <= width and key.shape[0] * key.shape[1] <= LEGEND_MAX_COVER * height * width:
+            canvas[: key.shape[0], : key.shape[1]] = key
     return canvas
 
 
@@ -210,23 +221,31 @@ def panel(
     names: Sequence[str] | None = None,
     ground_truth: np.ndarray | None = None,
     legend: bool = True,
+    ignore_index: int = 255,
 ) -> np.ndarray:
     """``image | prediction [| ground truth] [| legend]`` side by side, composed band by band.
 
-    ``image_bgr`` ``(H, W, 3)`` uint8 BGR, ``label`` and ``ground_truth`` ``(H, W)`` (pixels
-    beyond the palette, e.g. ignored ones, are black) → ``(H, W·tiles + legend width, 3)`` BGR.
-    The legend lists the predicted classes, then those only in the ground truth.
+    ``image_bgr`` ``(H, W, 3)`` uint8 BGR, ``label`` and ``ground_truth`` ``(H, W)`` → ``(H,
+    W·tiles + legend width, 3)`` BGR. Ground-truth pixels equal to ``ignore_index`` are black, as
+    are labels beyond the palette. The legend lists the predicted classes, then those only in the
+    ground truth.
     """
     _check_shapes(label, image=image_bgr, ground_truth=ground_truth)
     height, width = label.shape
     top = max(int(label.max(initial=0)), int(ground_truth.max(initial=0)) if ground_truth is not None else 0)
     lut = _lut(np.asarray(palette), top)[:, ::-1]  # BGR
-    key = _legend(label, palette, names, height, ground_truth) if legend else np.zeros((height, 0, 3), np.uint8)
+    if legend:
+        key = _legend(label, palette, names, height, ground_truth, ignore_index)
+    else:
+        key = np.zeros((height, 0, 3), np.uint8)
     maps = [label] if ground_truth is None else [label, ground_truth]
     canvas = np.full((height, width * (1 + len(maps)) + key.shape[1], 3), 255, dtype=np.uint8)
     for rows in _bands(height, width):
         canvas[rows, :width] = image_bgr[rows]
         for i, labels in enumerate(maps, start=1):
-            canvas[rows, i * width : (i + 1) * width] = lut[labels[rows]]
+            tile = canvas[rows, i * width : (i + 1) * width]
+            tile[:] = lut[labels[rows]]
+            if labels is ground_truth:
+                tile[labels[rows] == ignore_index] = 0
     canvas[: key.shape[0], width * (1 + len(maps)) :] = key
     return canvas

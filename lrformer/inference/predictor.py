@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..devices import autocast, autocast_dtype, check_device
-from ..image.io import ImageInput, to_bgr
+from ..image.io import INPUT_FORMATS, ImageInput, to_bgr
 from ..image.pipeline import InferenceConfig
 from ..image.transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
 from ..image.video import VideoReader
@@ -143,7 +143,7 @@ class Predictor:
         else:
             self.device = torch.device(check_device(device, "device", 'device="cpu"'))
         self.autocast_dtype = autocast_dtype(precision, self.device, "precision")
-        if input_format not in ("rgb", "bgr"):
+        if input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
         self.input_format = input_format
         self.model = (reparameterize_model(model) if fast else model.eval()).to(self.device)
@@ -247,14 +247,21 @@ class Predictor:
         if chunk:
             yield from self.predict_prepared(chunk, batch_size)
 
-    def predict_video(self, path: str | Path, batch_size: int = 1) -> Iterator[np.ndarray]:
+    def predict_video(self, path: str | Path, batch_size: int = 1) -> Iterator[np.ndarray | None]:
         """Label maps ``(H, W)`` of a video's frames, in order, decoded one at a time by OpenCV
-        (BGR, whatever ``input_format`` says); the video is never held in memory. A frame the
-        decoder cannot read is skipped with a warning (``lrformer predict`` keeps the frame count
-        and lists them)."""
+        (BGR, whatever ``input_format`` says); the video is never held in memory. The ``n``-th
+        item is frame ``n``: ``None`` for a frame the decoder could not read (logged)."""
         with VideoReader(path) as video:
-            frames = (frame for _, frame in video if frame is not None)
-            yield from self.predict_frames(frames, batch_size, input_format="bgr")
+            lost: set[int] = set()
+            frames = (frame for index, frame in video if frame is not None or lost.add(index))
+            labels = self.predict_frames(frames, batch_size, input_format="bgr")
+            index = 0
+            for label in labels:
+                while index in lost:
+                    yield None
+                    index += 1
+                yield label
+                index += 1
             for problem in video.errors + video.notes:
                 logger.warning(problem)
 
