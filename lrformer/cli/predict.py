@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="also write NAME.json: the fraction of pixels per class (videos: overall and per frame)")  # fmt: skip
     parser.add_argument("--frames", action="store_true", help="videos: also write a label PNG per frame (NAME_frames/)")
+    parser.add_argument("--max-pixels", type=positive_int, default=None,
+                        help="refuse images above this many pixels before decoding them (default 2^28 = 268 "
+                        "megapixels, or LRFORMER_MAX_PIXELS)")  # fmt: skip
     parser.epilog = EXAMPLE
 
 
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..devices import autocast_dtype, check_device
     from ..errors import InputError
+    from ..image.io import max_pixels
     from ..image.video import VideoWriteError
     from ..inference import ImageReadError, Predictor
     from ..inference.predictor import model_defaults
@@ -87,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     from .outputs import ImageOutputs, Legend
     from .video import segment_video
 
+    if args.max_pixels:  # the loader workers read it too
+        os.environ["LRFORMER_MAX_PIXELS"] = str(args.max_pixels)
+    max_pixels()  # a malformed LRFORMER_MAX_PIXELS is named before any work
     args.device = check_device(args.device, "--device", "--device cpu")  # before anything is written
     autocast_dtype(args.precision, args.device)
     files, errors, notes = collect_inputs(args.inputs)

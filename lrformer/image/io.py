@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
 from pathlib import Path
 from typing import Union
 
@@ -28,23 +30,73 @@ class PictureTooLargeError(InputError):
 JPEG_MAX_SIDE = 65500
 
 
+MAX_PIXELS = 2**28
+"""Largest image (width × height, 268 megapixels) decoded unless ``LRFORMER_MAX_PIXELS`` says
+otherwise; a larger file is refused from its header, before its pixels are decoded, so a small
+compressed file cannot make the process allocate gigabytes (a decompression bomb)."""
+
+_PIL_HEADER_LOCK = threading.Lock()
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: ``LRFORMER_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`."""
+    text = os.environ.get("LRFORMER_MAX_PIXELS", "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"LRFORMER_MAX_PIXELS={text!r} is not a pixel count: give a positive integer, e.g. 300000000")
+    return value
+
+
+def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from an encoded image's header without decoding its pixels, or ``None``
+    when Pillow cannot read the header (OpenCV may still decode the file)."""
+    with _PIL_HEADER_LOCK:  # Pillow's own bomb limit is a module global: lift it while reading the header
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(io.BytesIO(memoryview(data))) as image:
+                return image.size
+        except Exception:
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def decode_image(data: np.ndarray | bytes, source: str) -> np.ndarray:
+    """Decode encoded image bytes like :func:`read_image`, refusing images above :func:`max_pixels`
+    from their header; ``source`` names the input in error messages."""
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    if data.size == 0:
+        raise ImageReadError(f"{source}: the file is empty")
+    size, limit = header_size(data), max_pixels()
+    if size and size[0] * size[1] > limit:
+        raise ImageReadError(
+            f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the limit of "
+            f"{limit / 1e6:.0f} (a decompression bomb?); if the image is genuine, raise the limit with "
+            f"--max-pixels or LRFORMER_MAX_PIXELS"
+        )
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError(f"{source}: not an image OpenCV can decode (corrupt or unsupported format)")
+    return image
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode a file like mmcv/OpenCV ``IMREAD_COLOR``: ``(H, W, 3)`` uint8 **BGR**.
 
     Grayscale is expanded to three channels, alpha dropped, 16-bit scaled to 8-bit, EXIF
-    orientation applied.
+    orientation applied. Images above :func:`max_pixels` are refused before decoding.
     """
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    if data.size == 0:
-        raise ImageReadError(f"{path}: the file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageReadError(f"{path}: not an image OpenCV can decode (corrupt or unsupported format)")
-    return image
+    return decode_image(data, str(path))
 
 
 INPUT_FORMATS = ("rgb", "bgr")
