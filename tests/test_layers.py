@@ -19,6 +19,7 @@ LAYERS = {
     "evaluation": ("lrformer.evaluation",),
     "tools": ("lrformer.flops", "lrformer.export", "lrformer.benchmarking"),
     "engine": ("lrformer.engine",),
+    "serving": ("lrformer.serving",),
     "api": ("lrformer",),
     "cli": ("lrformer.cli", "lrformer.__main__"),
 }
@@ -33,6 +34,7 @@ ALLOWED = {
     "evaluation": {"data", "inference", "image", "foundation"},
     "tools": {"models", "inference", "image", "foundation"},
     "engine": {"evaluation", "data", "inference", "image", "models", "tools", "foundation"},
+    "serving": {"inference", "image", "foundation"},
     "api": {"tools", "inference", "image", "models", "foundation"},
     "cli": set(LAYERS) - {"cli"},
 }

@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "lrformer.cli.demo",
     "benchmark": "lrformer.cli.benchmark",
     "export": "lrformer.cli.export",
+    "serve": "lrformer.cli.serve",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 

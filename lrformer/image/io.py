@@ -138,6 +138,11 @@ def to_bgr(image: ImageInput, input_format: str = "rgb") -> np.ndarray:
 
 def save_label_png(path: str | Path, label: np.ndarray, palette: np.ndarray | None = None) -> None:
     """Write a label map atomically: 8-bit palette PNG (≤ 256 classes) or 16-bit grayscale PNG."""
+    write_bytes_atomic(path, encode_label_png(label, palette))
+
+
+def encode_label_png(label: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    """A label map ``(H, W)`` as PNG bytes: 8-bit carrying the palette (≤ 256 classes) or 16-bit gray."""
     if label.max(initial=0) > 255 or (palette is not None and len(palette) > 256):
         image = Image.fromarray(label.astype(np.uint16))
     else:
@@ -148,7 +153,7 @@ def save_label_png(path: str | Path, label: np.ndarray, palette: np.ndarray | No
             image.putpalette(flat.flatten().tolist())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def save_image(path: str | Path, image_bgr: np.ndarray, quality: int = 90) -> None:
@@ -160,8 +165,14 @@ def save_image(path: str | Path, image_bgr: np.ndarray, quality: int = 90) -> No
             f"{path}: a {image_bgr.shape[1]}x{image_bgr.shape[0]} picture does not fit in a JPEG (at most "
             f"{JPEG_MAX_SIDE} pixels a side); it is not written (the label map is)"
         )
+    write_bytes_atomic(path, encode_image(image_bgr, path.suffix, quality))
+
+
+def encode_image(image_bgr: np.ndarray, suffix: str = ".jpg", quality: int = 90) -> bytes:
+    """A BGR image encoded in the format of ``suffix`` (``.jpg``: quality ``quality``)."""
+    jpeg = suffix.lower() in (".jpg", ".jpeg")
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if jpeg else []
-    ok, encoded = cv2.imencode(path.suffix, image_bgr, params)
+    ok, encoded = cv2.imencode(suffix, image_bgr, params)
     if not ok:
-        raise OSError(f"cannot encode {path}")
-    write_bytes_atomic(path, encoded.tobytes())
+        raise OSError(f"cannot encode a {image_bgr.shape[1]}x{image_bgr.shape[0]} image as {suffix}")
+    return encoded.tobytes()

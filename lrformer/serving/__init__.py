@@ -1,0 +1,1 @@
+"""``lrformer serve``: a local web page and HTTP API around a loaded model (needs ``lrformer[serve]``)."""

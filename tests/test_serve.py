@@ -1,0 +1,156 @@
+"""``lrformer serve``: every endpoint and format through an in-process client, bad uploads answered
+with a 4xx naming the problem (the server stays healthy), a bounded queue (503 + Retry-After),
+micro-batching, per-request timeouts and a shutdown that finishes the queued requests."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("multipart")
+from starlette.testclient import TestClient  # noqa: E402
+
+from lrformer import Predictor  # noqa: E402
+from lrformer.cli.main import build_parser  # noqa: E402
+from lrformer.image.visualize import class_table  # noqa: E402
+from lrformer.inference import prepare  # noqa: E402
+from lrformer.serving.app import ServeOptions, create_app  # noqa: E402
+from lrformer.serving.worker import Busy, InferenceWorker  # noqa: E402
+
+from .helpers import synthetic_photo  # noqa: E402
+from .test_decompression_bomb import png_bomb  # noqa: E402
+
+NAMES = ["sky", "tree", "water", "sand", "road"]
+PALETTE = [[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 200, 20], [90, 20, 160]]
+
+
+def _png(image_bgr: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image_bgr)[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_cases, tiny_checkpoint):
+    import lrformer
+
+    model = lrformer.create_model("lrformer_t", **tiny_cases["config"])
+    lrformer.load_checkpoint(model, tiny_checkpoint)
+    return Predictor(model.eval())
+
+
+@pytest.fixture(scope="module")
+def description(predictor):
+    return {"name": "tiny", "num_classes": 5, "classes": NAMES, "palette": PALETTE, "test": {"scale": [2048, 512]}}
+
+
+@pytest.fixture(scope="module")
+def client(predictor, description):
+    with TestClient(create_app(predictor, description, ServeOptions(max_upload_bytes=2 << 20))) as client:
+        yield client
+
+
+def test_page_health_and_model(client, description):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200 and "cdn" not in page.text.lower()
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/model").json() == description
+
+
+def test_predict_formats_equal_the_predictor(client, predictor):
+    image = synthetic_photo(90, 120, seed=3)
+    expected = predictor.predict([image[:, :, ::-1].copy()])[0]  # RGB array, as the predictor takes by default
+    raw = client.post("/predict", content=_png(image))
+    assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
+    label = Image.open(io.BytesIO(raw.content))
+    assert label.mode == "P" and label.getpalette()[:6] == [250, 10, 10, 10, 250, 10]
+    np.testing.assert_array_equal(np.asarray(label), expected)
+    form = client.post("/predict?format=json", files={"image": ("photo.png", _png(image), "image/png")})
+    summary = form.json()
+    assert summary["size"] == [90, 120] and summary["model"] == "tiny" and summary["time_ms"] > 0
+    assert summary["classes"] == class_table(expected, NAMES)
+    picture = client.post("/predict?format=overlay", content=_png(image))
+    assert cv2.imdecode(np.frombuffer(picture.content, np.uint8), cv2.IMREAD_COLOR).shape == (90, 120, 3)
+
+
+def test_bad_uploads_are_4xx_and_the_server_stays_healthy(client, tmp_path):
+    png = _png(synthetic_photo(64, 64))
+    png_bomb(tmp_path / "bomb.png")
+    cases = {
+        "empty": (b"", 400, "the upload is empty"),
+        "truncated": (png[: len(png) // 2], 415, "not an image OpenCV can decode"),
+        "text": (b"hello, this is not an image", 415, "not an image"),
+        "bomb": ((tmp_path / "bomb.png").read_bytes(), 413, "20000x20000 is 400 megapixels"),
+        "oversize": (b"\x00" * (3 << 20), 413, "above the limit of 2 MB"),
+    }
+    for name, (body, status, message) in cases.items():
+        response = client.post("/predict", content=body)
+        assert response.status_code == status, (name, response.text)
+        assert message in response.json()["error"], name
+    assert client.post("/predict?format=gif", content=png).status_code == 400
+    assert client.post("/predict", files={"other": ("a.png", png, "image/png")}).status_code == 400
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.post("/predict", content=png).status_code == 200
+
+
+class _Slow:
+    """A predictor stand-in that blocks until released and records its batches."""
+
+    def __init__(self, predictor):
+        self.inner, self.config, self.num_classes = predictor, predictor.config, predictor.num_classes
+        self.release = threading.Event()
+
+    def predict_prepared(self, prepared, batch_size):
+        self.release.wait(10)
+        return self.inner.predict_prepared(prepared, batch_size)
+
+
+def test_micro_batching_and_a_shutdown_that_finishes_the_queue(predictor):
+    slow = _Slow(predictor)
+    worker = InferenceWorker(slow, max_queue=8, max_batch=4)
+    images = [synthetic_photo(64, 96, seed=i) for i in range(5)]
+    futures = [worker.submit(prepare(image, predictor.config, input_format="bgr")) for image in images]
+    time.sleep(0.2)  # the worker holds the first job, the other four wait
+    slow.release.set()
+    worker.close(timeout=30)
+    assert worker.batches == [1, 4]  # the four waiting requests of equal shape ran as one batch
+    for future, image in zip(futures, images, strict=True):
+        np.testing.assert_array_equal(future.result(0), predictor.predict([image[:, :, ::-1].copy()])[0])
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_slow_requests_504(predictor, description):
+    slow = _Slow(predictor)
+    app = create_app(slow, description, ServeOptions(max_queue=1, max_batch=1, timeout_s=0.5))
+    png = _png(synthetic_photo(64, 64))
+    with TestClient(app) as client:
+        assert client.post("/predict", content=png).status_code == 504  # running, blocked
+        assert client.post("/predict", content=png).status_code == 504  # waiting in the queue
+        busy = client.post("/predict", content=png)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "2" and "busy" in busy.json()["error"]
+        slow.release.set()
+        time.sleep(0.5)
+        assert client.post("/predict", content=png).status_code == 200
+
+
+def test_worker_refuses_beyond_its_queue(predictor):
+    slow = _Slow(predictor)
+    worker = InferenceWorker(slow, max_queue=1, max_batch=1)
+    prepared = prepare(synthetic_photo(40, 40), predictor.config)
+    worker.submit(prepared)
+    time.sleep(0.1)
+    worker.submit(prepared)
+    with pytest.raises(Busy):
+        worker.submit(prepared)
+    slow.release.set()
+    worker.close(timeout=30)
+
+
+def test_serve_listens_on_this_machine_only_by_default():
+    args = build_parser().parse_args(["serve", "--weights", "w.pth"])
+    assert args.host == "127.0.0.1" and args.port == 8000
