@@ -154,3 +154,30 @@ def test_worker_refuses_beyond_its_queue(predictor):
 def test_serve_listens_on_this_machine_only_by_default():
     args = build_parser().parse_args(["serve", "--weights", "w.pth"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_loopback_load_every_answer_correct(tiny_model_file):
+    """A real server (uvicorn in a subprocess) under 64 requests from 8 clients, with a queue short
+    enough to answer some 503s: each answer is the label map of its own image."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from serve_load import free_port, run_load, start_server
+
+    from lrformer import create_model
+
+    images = [synthetic_photo(64 + 16 * i, 96, seed=i) for i in range(4)]
+    reference = Predictor(create_model(tiny_model_file), input_format="bgr")
+    expected = [reference(image) for image in images]
+    port = free_port()
+    server = start_server(
+        ["--model", str(tiny_model_file), "--device", "cpu", "--max-batch", "4", "--queue", "2"], port
+    )
+    try:
+        figures = run_load(f"http://127.0.0.1:{port}/predict", [_png(i) for i in images], expected, 64, 8)
+    finally:
+        server.terminate()
+        server.wait(60)  # uvicorn stops gracefully, then re-raises SIGTERM
+    assert figures["failures"] == [] and figures["requests"] == 64
+    assert figures["busy_503"] > 0  # the bound held: 8 clients, room for 2 waiting
