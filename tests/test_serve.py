@@ -5,6 +5,7 @@ micro-batching, per-request timeouts and a shutdown that finishes the queued req
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -14,7 +15,6 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("starlette")
-pytest.importorskip("multipart")
 from starlette.testclient import TestClient  # noqa: E402
 
 from lrformer import Predictor  # noqa: E402
@@ -22,7 +22,7 @@ from lrformer.cli.main import build_parser  # noqa: E402
 from lrformer.image.visualize import class_table  # noqa: E402
 from lrformer.inference import prepare  # noqa: E402
 from lrformer.serving.app import ServeOptions, create_app  # noqa: E402
-from lrformer.serving.worker import Busy, InferenceWorker  # noqa: E402
+from lrformer.serving.worker import Busy, Closed, InferenceWorker  # noqa: E402
 
 from .helpers import synthetic_photo  # noqa: E402
 from .test_decompression_bomb import png_bomb  # noqa: E402
@@ -58,7 +58,9 @@ def client(predictor, description):
 def test_page_health_and_model(client, description):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
-    assert client.get("/static/app.js").status_code == 200 and "cdn" not in page.text.lower()
+    for name in ("/", "/static/app.js", "/static/style.css"):  # offline: nothing fetched from elsewhere
+        text = client.get(name).text
+        assert "http:" not in text and "https:" not in text and 'src="//' not in text and 'href="//' not in text
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/model").json() == description
 
@@ -71,6 +73,7 @@ def test_predict_formats_equal_the_predictor(client, predictor):
     label = Image.open(io.BytesIO(raw.content))
     assert label.mode == "P" and label.getpalette()[:6] == [250, 10, 10, 10, 250, 10]
     np.testing.assert_array_equal(np.asarray(label), expected)
+    assert json.loads(raw.headers["x-classes"]) == class_table(expected, NAMES)
     form = client.post("/predict?format=json", files={"image": ("photo.png", _png(image), "image/png")})
     summary = form.json()
     assert summary["size"] == [90, 120] and summary["model"] == "tiny" and summary["time_ms"] > 0
@@ -88,11 +91,16 @@ def test_bad_uploads_are_4xx_and_the_server_stays_healthy(client, tmp_path):
         "text": (b"hello, this is not an image", 415, "not an image"),
         "bomb": ((tmp_path / "bomb.png").read_bytes(), 413, "20000x20000 is 400 megapixels"),
         "oversize": (b"\x00" * (3 << 20), 413, "above the limit of 2 MB"),
-    }
+        "chunked oversize": ((b"\x00" * (1 << 20) for _ in range(3)), 413, "above the limit of 2 MB"),
+        "unsized (HDR)": (b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 40000 +X 30000\n" + bytes(64), 415,
+                          "size can be read from its header"),
+    }  # fmt: skip
     for name, (body, status, message) in cases.items():
         response = client.post("/predict", content=body)
         assert response.status_code == status, (name, response.text)
         assert message in response.json()["error"], name
+    big_file = client.post("/predict", files={"image": ("big.png", b"\x00" * (3 << 20), "image/png")})
+    assert big_file.status_code == 413 and "above the limit" in big_file.json()["error"]
     assert client.post("/predict?format=gif", content=png).status_code == 400
     assert client.post("/predict", files={"other": ("a.png", png, "image/png")}).status_code == 400
     assert client.get("/health").json()["status"] == "ok"
@@ -100,14 +108,17 @@ def test_bad_uploads_are_4xx_and_the_server_stays_healthy(client, tmp_path):
 
 
 class _Slow:
-    """A predictor stand-in that blocks until released and records its batches."""
+    """A predictor stand-in that blocks until released (``started`` is set when it is entered)."""
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, error=None):
         self.inner, self.config, self.num_classes = predictor, predictor.config, predictor.num_classes
-        self.release = threading.Event()
+        self.release, self.started, self.error = threading.Event(), threading.Event(), error
 
     def predict_prepared(self, prepared, batch_size):
+        self.started.set()
         self.release.wait(10)
+        if self.error:
+            raise self.error
         return self.inner.predict_prepared(prepared, batch_size)
 
 
@@ -115,11 +126,12 @@ def test_micro_batching_and_a_shutdown_that_finishes_the_queue(predictor):
     slow = _Slow(predictor)
     worker = InferenceWorker(slow, max_queue=8, max_batch=4)
     images = [synthetic_photo(64, 96, seed=i) for i in range(5)]
-    futures = [worker.submit(prepare(image, predictor.config, input_format="bgr")) for image in images]
-    time.sleep(0.2)  # the worker holds the first job, the other four wait
+    futures = [worker.submit(prepare(images[0], predictor.config, input_format="bgr"))]
+    assert slow.started.wait(10)  # the worker runs the first job; the next four wait together
+    futures += [worker.submit(prepare(image, predictor.config, input_format="bgr")) for image in images[1:]]
     slow.release.set()
     worker.close(timeout=30)
-    assert worker.batches == [1, 4]  # the four waiting requests of equal shape ran as one batch
+    assert list(worker.batches) == [1, 4]  # the four waiting requests of equal shape ran as one batch
     for future, image in zip(futures, images, strict=True):
         np.testing.assert_array_equal(future.result(0), predictor.predict([image[:, :, ::-1].copy()])[0])
 
@@ -138,17 +150,27 @@ def test_a_full_queue_answers_503_with_retry_after_and_slow_requests_504(predict
         assert client.post("/predict", content=png).status_code == 200
 
 
-def test_worker_refuses_beyond_its_queue(predictor):
+def test_worker_refuses_beyond_its_queue_and_survives_errors(predictor, description):
     slow = _Slow(predictor)
     worker = InferenceWorker(slow, max_queue=1, max_batch=1)
     prepared = prepare(synthetic_photo(40, 40), predictor.config)
     worker.submit(prepared)
-    time.sleep(0.1)
+    assert slow.started.wait(10)
     worker.submit(prepared)
     with pytest.raises(Busy):
         worker.submit(prepared)
+    worker.close(timeout=0)  # the queue is full: closing still returns, and
+    with pytest.raises(Closed):
+        worker.submit(prepared)
     slow.release.set()
-    worker.close(timeout=30)
+    worker.close(timeout=30)  # a second close is harmless
+    assert not worker._thread.is_alive()
+    failing = _Slow(predictor, error=MemoryError("out of memory"))
+    failing.release.set()
+    with TestClient(create_app(failing, description)) as client:
+        answer = client.post("/predict", content=_png(synthetic_photo(40, 40)))
+        assert answer.status_code == 500 and "inference failed: MemoryError: out of memory" in answer.json()["error"]
+        assert client.get("/health").json()["status"] == "ok"
 
 
 def test_serve_listens_on_this_machine_only_by_default():

@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     uvicorn = require_extra("uvicorn", "serve", "lrformer serve")
     require_extra("starlette", "serve", "lrformer serve")
-    require_extra("multipart", "serve", "lrformer serve", package="python-multipart")
     from ..serving.app import ServeOptions, create_app
 
     if args.max_pixels:

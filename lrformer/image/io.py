@@ -54,7 +54,8 @@ def max_pixels() -> int:
 
 def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
     """``(width, height)`` from an encoded image's header without decoding its pixels, or ``None``
-    when Pillow cannot read the header (OpenCV may still decode the file)."""
+    when Pillow cannot read the header. Pillow's own bomb limit is lifted meanwhile (it is a
+    module global: another thread opening an image at that moment would not be checked by it)."""
     with _PIL_HEADER_LOCK:  # Pillow's own bomb limit is a module global: lift it while reading the header
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
@@ -73,13 +74,21 @@ def decode_image(data: np.ndarray | bytes, source: str) -> np.ndarray:
     if data.size == 0:
         raise ImageReadError(f"{source}: the file is empty")
     size, limit = header_size(data), max_pixels()
-    if size and size[0] * size[1] > limit:
+    if size is None:  # OpenCV may decode it, but nothing says how large it is before it does
+        raise ImageReadError(
+            f"{source}: not an image whose size can be read from its header (corrupt, or a format such as HDR "
+            "that is not checked for decompression bombs); convert it to PNG, JPEG, TIFF, WebP or BMP"
+        )
+    if size[0] * size[1] > limit:
         raise ImageReadError(
             f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the limit of "
             f"{limit / 1e6:.0f} (a decompression bomb?); if the image is genuine, raise the limit with "
             f"--max-pixels or LRFORMER_MAX_PIXELS"
         )
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError) as exc:
+        raise ImageReadError(f"{source}: OpenCV cannot decode it ({str(exc).strip().splitlines()[-1]})") from None
     if image is None:
         raise ImageReadError(f"{source}: not an image OpenCV can decode (corrupt or unsupported format)")
     return image

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
+import json
 import time
 from dataclasses import dataclass
+from email.parser import BytesParser
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -35,43 +38,67 @@ STATIC = Path(__file__).parent / "static"
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Limits of the server: upload size, queue, micro-batch and per-request time."""
+    """Limits of the server: upload size, queue, micro-batch, per-request time (waiting in the queue
+    and running), and how many uploads are decoded at once."""
 
     max_upload_bytes: int = 32 << 20
     max_queue: int = 32
     max_batch: int = 8
     timeout_s: float = 60.0
     retry_after_s: int = 2
+    max_decoding: int = 2
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+MULTIPART_SLACK = 64 << 10
+"""Bytes a multipart body may hold beyond the image (boundaries and part headers)."""
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, counted as it arrives (chunked or not): ``None`` past ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _form_image(body: bytes, content_type: str) -> bytes | None:
+    """The ``image`` part of a ``multipart/form-data`` body, parsed in memory (nothing goes to disk)."""
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + body
+    )
+    if not message.is_multipart():
+        return None
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "image":
+            return part.get_payload(decode=True) or b""
+    return None
+
+
 async def _read_upload(request: Request, limit: int) -> bytes | JSONResponse:
     """The image bytes of a raw body or of a multipart form's ``image`` field, at most ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return _error(413, f"the upload is {int(declared) / 2**20:.1f} MB, above the limit of {limit / 2**20:.0f} MB")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=1, max_fields=10, max_part_size=limit)
-        except Exception as exc:  # a malformed or oversize form
-            return _error(400, f"cannot read the multipart form ({exc}); send the image as the field 'image'")
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            return _error(400, "the multipart form has no file field 'image'")
-        data = await upload.read(limit + 1)
-    else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return _error(413, f"the upload is above the limit of {limit / 2**20:.0f} MB")
-            chunks.append(chunk)
-        data = b"".join(chunks)
+    content_type = request.headers.get("content-type", "")
+    multipart = content_type.lower().startswith("multipart/form-data")
+    body = await _read_body(request, limit + (MULTIPART_SLACK if multipart else 0))
+    too_large = _error(413, f"the upload is above the limit of {limit / 2**20:.0f} MB (--max-upload-mb)")
+    if body is None:
+        return too_large
+    data = body
+    if multipart:
+        data = _form_image(body, content_type)
+        if data is None:
+            return _error(400, "the multipart form has no field 'image': send the image file as the field 'image'")
     if len(data) > limit:
-        return _error(413, f"the upload is above the limit of {limit / 2**20:.0f} MB")
+        return too_large
     if not data:
         return _error(400, "the upload is empty: send the image file as the request body or the form field 'image'")
     return data
@@ -108,24 +135,31 @@ def create_app(predictor: Predictor, description: dict, options: ServeOptions | 
         kind = request.query_params.get("format", "png")
         if kind not in ("png", "json", "overlay"):
             return _error(400, f"format must be png, json or overlay, got {kind!r}")
+        worker = state["worker"]
+        busy = {"Retry-After": str(options.retry_after_s)}
+        if worker.waiting >= options.max_queue:  # before reading and decoding the upload
+            return _error(503, f"busy: {worker.waiting} requests are already waiting; retry later", busy)
         data = await _read_upload(request, options.max_upload_bytes)
         if isinstance(data, Response):
             return data
         try:
-            prepared = await run_in_threadpool(_prepare, data, predictor, kind == "overlay")
+            async with state["decoding"]:  # a few decoded images in memory at a time, not one per thread
+                prepared = await run_in_threadpool(_prepare, data, predictor, kind == "overlay")
         except ImageReadError as exc:
-            return _error(415 if "not an image" in str(exc) else 413, str(exc))
+            return _error(413 if "above the limit" in str(exc) else 415, str(exc))
         try:
-            future = state["worker"].submit(prepared)
+            future = worker.submit(prepared)
         except Busy as exc:
-            return _error(503, f"busy: {exc}; retry later", {"Retry-After": str(options.retry_after_s)})
+            return _error(503, f"busy: {exc}; retry later", busy)
         except Closed as exc:
-            return _error(503, str(exc), {"Retry-After": str(options.retry_after_s)})
+            return _error(503, str(exc), busy)
         try:
             label = await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)
         except asyncio.TimeoutError:
             future.cancel()
-            return _error(504, f"the prediction took longer than {options.timeout_s:g} s")
+            return _error(504, f"the prediction waited and ran longer than {options.timeout_s:g} s")
+        except Exception as exc:  # an inference failure (e.g. out of memory): this request only
+            return _error(500, f"inference failed: {type(exc).__name__}: {str(exc).strip()[:300]}")
         if kind == "json":
             return JSONResponse({
                 "model": description.get("name"), "size": list(label.shape),
@@ -134,11 +168,16 @@ def create_app(predictor: Predictor, description: dict, options: ServeOptions | 
         if kind == "overlay":
             picture = await run_in_threadpool(overlay, prepared.bgr, label, palette, 0.5, names, True, True)
             return Response(await run_in_threadpool(encode_image, picture, ".png"), media_type="image/png")
-        return Response(await run_in_threadpool(encode_label_png, label, palette), media_type="image/png")
+        table = json.dumps(class_table(label, names), separators=(",", ":"))
+        return Response(
+            await run_in_threadpool(encode_label_png, label, palette), media_type="image/png",
+            headers={"X-Classes": table},  # what the page's legend shows
+        )  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         state["worker"] = InferenceWorker(predictor, options.max_queue, options.max_batch)
+        state["decoding"] = asyncio.Semaphore(options.max_decoding)
         yield
         await run_in_threadpool(state["worker"].close)  # finish the queued requests
 

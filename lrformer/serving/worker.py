@@ -4,6 +4,7 @@ concurrently and the queue can never grow without bound."""
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -42,61 +43,67 @@ class InferenceWorker:
 
     def __init__(self, predictor: Predictor, max_queue: int = 32, max_batch: int = 8) -> None:
         self.predictor, self.max_batch = predictor, max_batch
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue + 1)  # + the stop marker
+        self._max_queue = max_queue
+        self._lock = threading.Lock()  # submit and close: no job can land behind the stop marker
         self._closed = False
-        self.batches: list[int] = []  # sizes of the batches run (for tests and stats)
+        self.batches: collections.deque[int] = collections.deque(maxlen=1000)  # recent batch sizes
         self._thread = threading.Thread(target=self._run, name="lrformer-inference", daemon=True)
         self._thread.start()
 
     def submit(self, prepared: PreparedImage) -> Future:
         """Queue ``prepared``; the future resolves to its label map, or raises what inference raised."""
-        if self._closed:
-            raise Closed("the server is shutting down")
         job = Job(prepared)
-        try:
+        with self._lock:
+            if self._closed:
+                raise Closed("the server is shutting down")
+            if self._queue.qsize() >= self._max_queue:
+                raise Busy(f"{self._max_queue} requests are already waiting")
             self._queue.put_nowait(job)
-        except queue.Full:
-            raise Busy(f"{self._queue.maxsize} requests are already waiting") from None
         return job.future
 
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
 
-    def _take(self) -> list[Job] | None:
-        """The next jobs: one (waiting for it), then whatever else is queued, up to ``max_batch``."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        jobs = [first]
-        while len(jobs) < self.max_batch:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                self._queue.put(None)  # keep the stop marker for after this batch
-                break
-            jobs.append(job)
-        return jobs
-
     def _run(self) -> None:
-        while (jobs := self._take()) is not None:
-            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
-            if not jobs:
-                continue
-            self.batches.append(len(jobs))
-            try:
-                labels = self.predictor.predict_prepared([job.prepared for job in jobs], self.max_batch)
-            except Exception as exc:  # reported to every request of the batch
-                for job in jobs:
-                    job.future.set_exception(exc)
-                continue
-            for job, label in zip(jobs, labels):
-                job.future.set_result(label)
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            while len(jobs) < self.max_batch:  # whatever else is waiting now
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:  # nothing can follow the stop marker: finish this batch, then stop
+                    stop = True
+                    break
+                jobs.append(job)
+            self._run_batch(jobs)
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # skip timed-out ones
+        if not jobs:
+            return
+        self.batches.append(len(jobs))
+        try:
+            labels = self.predictor.predict_prepared([job.prepared for job in jobs], self.max_batch)
+            if len(labels) != len(jobs):
+                raise RuntimeError(f"the predictor returned {len(labels)} label maps for {len(jobs)} images")
+        except Exception as exc:  # reported to every request of the batch; the worker carries on
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for job, label in zip(jobs, labels):
+            job.future.set_result(label)
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop taking work, finish every queued job, then stop the thread."""
-        self._closed = True
-        self._queue.put(None)
+        """Stop taking work, finish every queued job, then stop the thread (waiting ``timeout`` s at most)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put_nowait(None)  # the queue keeps one place for it
         self._thread.join(timeout)

@@ -22,32 +22,37 @@ function draw() {
   context.drawImage(labels, 0, 0);
 }
 
-function legend() {
-  // count the pixels of each palette colour of the label map
-  const data = labels.getContext("2d").getImageData(0, 0, labels.width, labels.height).data;
-  const index = new Map(model.palette.map((c, i) => [(c[0] << 16) | (c[1] << 8) | c[2], i]));
-  const counts = new Map();
-  for (let p = 0; p < data.length; p += 4) {
-    const id = index.get((data[p] << 16) | (data[p + 1] << 8) | data[p + 2]);
-    counts.set(id, (counts.get(id) || 0) + 1);
-  }
-  const total = labels.width * labels.height;
+function legend(classes) {
+  // the server's class fractions (X-Classes), most pixels first
   const body = $("legend").querySelector("tbody");
   body.replaceChildren();
-  [...counts.entries()].sort((a, b) => b[1] - a[1]).forEach(([id, count]) => {
+  classes.forEach((entry) => {
     const row = body.insertRow();
     row.className = "entry";
-    row.dataset.classId = String(id);
+    row.dataset.classId = String(entry.id);
     const swatch = row.insertCell();
     swatch.className = "swatch";
-    const color = id === undefined ? [0, 0, 0] : model.palette[id];
+    const color = model.palette[entry.id] || [0, 0, 0];
     swatch.style.background = `rgb(${color.join(",")})`;
-    row.insertCell().textContent = id === undefined ? "(other)" : model.classes[id];
-    row.insertCell().textContent = `${(100 * count / total).toFixed(1)}%`;
+    row.insertCell().textContent = entry.name;
+    row.insertCell().textContent = `${(100 * entry.fraction).toFixed(1)}%`;
   });
 }
 
+function fail(message) {
+  $("status").className = "error";
+  $("status").textContent = message;
+}
+
 async function segment(file) {
+  try {
+    await run(file);
+  } catch (error) {
+    fail(`error: ${error.message || error}`);
+  }
+}
+
+async function run(file) {
   $("status").className = "";
   $("status").textContent = `segmenting ${file.name}…`;
   const form = new FormData();
@@ -56,10 +61,10 @@ async function segment(file) {
   const response = await fetch("/predict?format=png", { method: "POST", body: form });
   if (!response.ok) {
     const problem = await response.json().catch(() => ({ error: response.statusText }));
-    $("status").className = "error";
-    $("status").textContent = `error ${response.status}: ${problem.error}`;
+    fail(`error ${response.status}: ${problem.error}`);
     return;
   }
+  const classes = JSON.parse(response.headers.get("X-Classes") || "[]");
   const png = await response.blob();
   photo = await createImageBitmap(file);
   const bitmap = await createImageBitmap(png);
@@ -67,11 +72,12 @@ async function segment(file) {
   labels.width = bitmap.width;
   labels.height = bitmap.height;
   labels.getContext("2d").drawImage(bitmap, 0, 0);
+  if ($("download").href) URL.revokeObjectURL($("download").href);
   $("download").href = URL.createObjectURL(png);
   $("download").download = file.name.replace(/\.[^.]*$/, "") + "_label.png";
   $("result").hidden = false;
   draw();
-  legend();
+  legend(classes);
   $("status").textContent = `${file.name}: ${photo.width}×${photo.height}, ${Math.round(performance.now() - started)} ms`;
   document.body.dataset.done = "1";
 }
