@@ -33,12 +33,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import create_model, reparameterize_model
     from ..benchmarking import benchmark
-    from ..devices import autocast_dtype, check_device
     from ..utils import atomic_path
-    from .common import check_output_file
+    from .common import check_output_file, check_run_options
 
-    args.device = check_device(args.device, "--device", "--device cpu")
-    autocast_dtype(args.precision, args.device)
+    check_run_options(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401

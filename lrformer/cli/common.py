@@ -65,6 +65,29 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
                         help="autocast precision of the network (scores are merged in fp32; default fp32)")  # fmt: skip
 
 
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-pixels", type=positive_int, default=None,
+                        help="refuse images above this many pixels before decoding them (default 2^28 = 268 "
+                        "megapixels, or LRFORMER_MAX_PIXELS)")  # fmt: skip
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    """Check, before anything is written, ``--device`` (``auto`` replaced by the device it picks),
+    ``--precision`` on that device and the pixel limit (``--max-pixels`` is passed on to the
+    decoding processes through ``LRFORMER_MAX_PIXELS``), for the commands that have them."""
+    import os
+
+    from ..devices import autocast_dtype, check_device
+    from ..image.io import max_pixels
+
+    if getattr(args, "max_pixels", None):
+        os.environ["LRFORMER_MAX_PIXELS"] = str(args.max_pixels)
+    max_pixels()  # a malformed LRFORMER_MAX_PIXELS is named now
+    args.device = check_device(args.device, "--device", "--device cpu")
+    if getattr(args, "precision", None):
+        autocast_dtype(args.precision, args.device)
+
+
 def add_fast_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fast",

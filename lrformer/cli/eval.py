@@ -31,15 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.datasets import SegmentationDataset, load_spec
-    from ..devices import autocast_dtype, check_device
     from ..engine.distributed import device_for, init_distributed, shutdown
     from ..evaluation import evaluate
     from ..inference.predictor import model_defaults
     from ..utils import atomic_path
-    from .common import check_output_file, inference_config, load_model
+    from .common import check_output_file, check_run_options, inference_config, load_model
 
-    args.device = check_device(args.device, "--device", "--device cpu")  # before anything is written
-    autocast_dtype(args.precision, args.device)
+    check_run_options(args)  # before anything is written
     check_output_file(args.json, "--json", (args.weights, args.model, args.data), (args.data_root,))
     check_show_dir(args.show_dir, args.data_root)
     info = init_distributed(args.device)

@@ -34,11 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..devices import check_device
     from ..errors import ConfigError
     from ..export import check_opset, compare_onnx, dynamic_check_shapes, export_onnx
     from ..models.backbone import MIN_INPUT_SIZE
-    from .common import check_output_file, load_model
+    from .common import check_output_file, check_run_options, load_model
 
     if args.size is None and not args.dynamic:
         raise ConfigError("--size H W is required: the input size the ONNX graph is fixed to (or give --dynamic)")
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--size {args.size[0]} {args.size[1]}: LRFormer takes H, W >= {MIN_INPUT_SIZE}; e.g. --size 512 512"
         )
-    args.device = check_device(args.device, "--device", "--device cpu")  # before anything is written
+    check_run_options(args)  # before anything is written
     check_output_file(args.out, "--out", (args.weights, args.model))
     check_opset(args.opset)
     model = load_model(args).to(args.device)

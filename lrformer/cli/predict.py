@@ -17,6 +17,7 @@ EXAMPLE = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .common import (
+        add_max_pixels_argument,
         add_model_arguments,
         add_precision_argument,
         add_test_arguments,
@@ -49,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="also write NAME.json: the fraction of pixels per class (videos: overall and per frame)")  # fmt: skip
     parser.add_argument("--frames", action="store_true", help="videos: also write a label PNG per frame (NAME_frames/)")
-    parser.add_argument("--max-pixels", type=positive_int, default=None,
-                        help="refuse images above this many pixels before decoding them (default 2^28 = 268 "
-                        "megapixels, or LRFORMER_MAX_PIXELS)")  # fmt: skip
+    add_max_pixels_argument(parser)
     parser.epilog = EXAMPLE
 
 
@@ -80,22 +79,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..devices import autocast_dtype, check_device
     from ..errors import InputError
-    from ..image.io import max_pixels
     from ..image.video import VideoWriteError
     from ..inference import ImageReadError, Predictor
     from ..inference.predictor import model_defaults
-    from .common import inference_config, load_model
+    from .common import check_run_options, inference_config, load_model
     from .inputs import check_output_folder, collect_inputs, is_video_file, output_names
     from .outputs import ImageOutputs, Legend
     from .video import segment_video
 
-    if args.max_pixels:  # the loader workers read it too
-        os.environ["LRFORMER_MAX_PIXELS"] = str(args.max_pixels)
-    max_pixels()  # a malformed LRFORMER_MAX_PIXELS is named before any work
-    args.device = check_device(args.device, "--device", "--device cpu")  # before anything is written
-    autocast_dtype(args.precision, args.device)
+    check_run_options(args)
     files, errors, notes = collect_inputs(args.inputs)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

@@ -8,7 +8,7 @@ HELP = "serve a model: a web page to try it in a browser and an HTTP API (needs 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments, add_precision_argument, positive_int
+    from .common import add_max_pixels_argument, add_model_arguments, add_precision_argument, positive_int
 
     add_model_arguments(parser)
     add_precision_argument(parser)
@@ -17,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=positive_int, default=8000)
     parser.add_argument("--palette", default=None, help="as lrformer predict's (colours and class names)")
     parser.add_argument("--max-upload-mb", type=positive_int, default=32, help="largest upload accepted (MB)")
-    parser.add_argument("--max-pixels", type=positive_int, default=None,
-                        help="refuse images above this many pixels before decoding them (default 2^28)")  # fmt: skip
+    add_max_pixels_argument(parser)
     parser.add_argument("--queue", type=positive_int, default=32, help="requests waiting at most; beyond: 503")
     parser.add_argument("--max-batch", type=positive_int, default=8, help="requests run together (1: no batching)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait and run (504 beyond)")
@@ -41,25 +40,18 @@ def describe(model, predictor, legend) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
 
-    from ..devices import autocast_dtype, check_device
-    from ..image.io import max_pixels
     from ..inference import Predictor
     from ..inference.predictor import model_defaults
     from ..utils import require_extra
-    from .common import load_model
+    from .common import check_run_options, load_model
     from .outputs import Legend
 
     uvicorn = require_extra("uvicorn", "serve", "lrformer serve")
     require_extra("starlette", "serve", "lrformer serve")
     from ..serving.app import ServeOptions, create_app
 
-    if args.max_pixels:
-        os.environ["LRFORMER_MAX_PIXELS"] = str(args.max_pixels)
-    max_pixels()
-    args.device = check_device(args.device, "--device", "--device cpu")
-    autocast_dtype(args.precision, args.device)
+    check_run_options(args)
     model = load_model(args)
     predictor = Predictor(model, model_defaults(model), device=args.device, precision=args.precision)
     legend = Legend.for_model(model, predictor.num_classes, args.palette)
