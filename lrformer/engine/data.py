@@ -64,6 +64,34 @@ class EpochSampler(torch.utils.data.Sampler):
         return max(self.size // self.world_size - self.start, 0)
 
 
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Endless batches of this rank's ``(epoch, index)`` keys, from iteration ``first_iteration`` on.
+
+    Epoch ``e`` is :class:`EpochSampler`'s order for ``e`` cut into ``per_epoch`` full batches of
+    ``batch_size`` consecutive keys (an incomplete last batch is dropped, as ``drop_last``); the
+    next epoch follows without a pause. Iteration ``i`` is batch ``i mod per_epoch`` of epoch
+    ``i // per_epoch``, so a run resumed at any iteration sees the batches an uninterrupted run
+    would. One DataLoader iterates it for the whole run: its workers are started once.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, first_iteration: int = 0
+    ) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size, self.first_iteration = rank, world_size, first_iteration
+        self.per_epoch = size // world_size // batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.per_epoch == 0:
+            return
+        epoch, offset = divmod(self.first_iteration, self.per_epoch)
+        while True:
+            order = EpochSampler(self.size, epoch, self.seed, self.rank, self.world_size).indices()
+            for start in range(offset * self.batch_size, self.per_epoch * self.batch_size, self.batch_size):
+                yield [(epoch, index) for index in order[start : start + self.batch_size]]
+            epoch, offset = epoch + 1, 0
+
+
 def batches(
     dataset: AugmentedDataset,
     batch_size: int,
@@ -73,23 +101,24 @@ def batches(
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless ``(images, labels)`` batches for iterations ``first_iteration, first_iteration + 1, ...``
-    (resumable). Raises :class:`LabelValueError` for a sample whose label map has a bad value."""
-    per_epoch = len(dataset) // world_size // batch_size
-    if per_epoch == 0:
+    (resumable; see :class:`EpochBatchSampler`), from one DataLoader whose ``workers`` processes
+    live for the whole run. Raises :class:`LabelValueError` for a sample whose label map has a bad value.
+
+    Closing the generator (``.close()``, or dropping it) stops the workers.
+    """
+    sampler = EpochBatchSampler(len(dataset), batch_size, dataset.seed, rank, world_size, first_iteration)
+    if sampler.per_epoch == 0:
         raise ValueError(
             f"the training set has {len(dataset)} images: fewer than one batch of {batch_size} per process "
             f"({world_size} processes); lower data.batch_size"
         )
-    epoch, offset = divmod(first_iteration, per_epoch)
-    while True:
-        sampler = EpochSampler(len(dataset), epoch, dataset.seed, rank, world_size, offset * batch_size)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-            generator=torch.Generator(), pin_memory=torch.cuda.is_available(),
-        )  # fmt: skip
-        for images, labels, problems in loader:
-            problem = next((p for p in problems if p), None)
-            if problem:
-                raise LabelValueError(problem)
-            yield images, labels
-        epoch, offset = epoch + 1, 0
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+        generator=torch.Generator(),  # worker seeds drawn from its own generator, not the global RNG
+        pin_memory=torch.cuda.is_available(),
+    )  # fmt: skip
+    for images, labels, problems in loader:
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise LabelValueError(problem)
+        yield images, labels
