@@ -1,4 +1,10 @@
-"""torch.distributed set-up for runs started by ``torchrun`` (one process per device)."""
+"""torch.distributed set-up for runs started by ``torchrun`` (one process per device, one or many nodes).
+
+Under torchrun's elastic agent (``--max-restarts K``), a worker that dies makes the agent stop the
+group and start it again: :func:`restart_count` tells which attempt this is, :func:`run_id` names the
+run across attempts, and every attempt joins its own process group in its own namespace of the
+rendezvous store (see :func:`attempt_store`).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,34 @@ class DistInfo:
         return self.world_size > 1
 
 
+def restart_count() -> int:
+    """How many times torchrun has restarted this run's workers (``TORCHELASTIC_RESTART_COUNT``; 0 otherwise)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def run_id() -> str | None:
+    """The elastic run's id, the same in every attempt (``TORCHELASTIC_RUN_ID``: ``--rdzv-id``, or a
+    fresh one per ``--standalone`` launch); ``None`` outside torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") or None
+
+
+def attempt_store(rank: int, world_size: int) -> dist.Store:
+    """The key-value store this attempt's process group is built on: the one torchrun points at
+    (``MASTER_ADDR:MASTER_PORT``), under the prefix ``lrformer/attempt_N``.
+
+    When the rendezvous store is the agent's (``TORCHELASTIC_USE_AGENT_STORE``, the c10d rendezvous),
+    it outlives the workers: without the prefix a restarted gloo group could read the addresses the
+    dead group published there and fail with ``connectFullMesh ... Connection refused``. Otherwise
+    global rank 0 hosts the store, as ``init_method="env://"`` does.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=not agent_store and rank == 0, timeout=dist.default_pg_timeout, multi_tenant=not agent_store,
+    )  # fmt: skip
+    return dist.PrefixStore(f"lrformer/attempt_{restart_count()}", store)
+
+
 def init_distributed(device: str = "cpu") -> DistInfo:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL for CUDA, gloo for CPU.
 
@@ -39,8 +73,20 @@ def init_distributed(device: str = "cpu") -> DistInfo:
         cuda = resolve_device(device).startswith("cuda")
         if cuda:
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo", store=attempt_store(info.rank, world_size), rank=info.rank,
+            world_size=world_size,
+        )  # fmt: skip
     return info
+
+
+def broadcast_from_main(value):
+    """``value`` of global rank 0 on every rank (a picklable object; a collective when distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def device_for(

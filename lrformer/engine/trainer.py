@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -30,12 +31,15 @@ from ..models.factory import describe
 from ..utils import peak_memory_mb, require_extra
 from . import checkpointing, workdir
 from .data import AugmentedDataset, batches
-from .distributed import device_for, init_distributed
+from .distributed import broadcast_from_main, device_for, init_distributed, restart_count, run_id
 from .losses import TrainingObjective
 from .optim import build_optimizer, build_scheduler
 from .sync_bn import synchronise_batchnorm
 
 logger = logging.getLogger("lrformer.train")
+
+# DDP's hint for depth-wise (C, 1, 3, 3) weights, whose channels-last gradients it copies into its buckets
+warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides", UserWarning)
 
 
 FP16_NONFINITE_TOLERANCE = 20
@@ -127,9 +131,12 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # mmengine's wrapper: no buffer broadcast, so per-process BatchNorm statistics stay each rank's own
-            self.objective = torch.nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=ids, broadcast_buffers=False
-            )
+            # (torch 2.13 deprecates the argument, but says to keep it for rank-local buffers)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+                self.objective = torch.nn.parallel.DistributedDataParallel(
+                    self.objective, device_ids=ids, broadcast_buffers=False
+                )
         if train_cfg["compile"]:
             self.objective = torch.compile(self.objective)
         self.iteration = 0
@@ -137,11 +144,20 @@ class Trainer:
         self._rng_states: list | None = None  # every rank's RNG state, gathered when checkpointing
         self._nonfinite = 0
         self.last_checkpoint: Path | None = None
-        # the main process owns the work dir: a lock, stale temporaries removed, earlier runs refused
-        self._lock = workdir.claim(self.work_dir, bool(resume), force) if self.dist.is_main else None
+        # the main process owns the work dir (a lock, stale temporaries removed, earlier runs refused)
+        # and chooses the checkpoint to resume; every process loads that one
+        self._lock = None
         try:
-            if resume:
-                self._resume(resume)
+            path, state = None, None
+            if self.dist.is_main:
+                restart = self._restart_checkpoint()
+                if restart is not None:  # torchrun restarted the group: continue this run, delete nothing
+                    resume, force = restart[0], False
+                self._lock = workdir.claim(self.work_dir, bool(resume), force)
+                path, state = restart or (self._checkpoint_to_resume(resume) if resume else (None, None))
+            path = broadcast_from_main(path)
+            if path is not None:
+                self._load_state(state or checkpointing.read_training_state(path), path)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -160,16 +176,18 @@ class Trainer:
             "rng": self._rng_states if self._rng_states is not None else [checkpointing.rng_state(self.device)],
             "config": self.cfg,
             "lrformer": self.description,
+            "elastic_run": run_id(),  # torchrun's run id: a restarted attempt resumes only its own run's files
         }
 
-    def _resume(self, resume: bool | str | Path) -> None:
-        """Continue from ``resume`` (a file), or with ``True`` from the newest readable checkpoint of
-        the work dir, skipping unreadable ones with a warning."""
+    def _checkpoint_to_resume(self, resume: bool | str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+        """``resume`` (a file), or with ``True`` the newest readable checkpoint of the work dir
+        (unreadable ones skipped with a warning), checked against the schedule; ``(None, None)``
+        when the work dir has none."""
         found = checkpointing.resumable(self.work_dir)  # (iteration, path), oldest first
         candidates = [p for _, p in reversed(found)] if resume is True else [Path(resume)]
         if not candidates:
             logger.info("no checkpoint in %s: starting from scratch", self.work_dir)
-            return
+            return None, None
         for path in candidates:
             try:
                 state = checkpointing.read_training_state(path)
@@ -195,7 +213,26 @@ class Trainer:
         if state["iteration"] == self.cfg["schedule"]["max_iters"]:
             logger.warning("%s is the end of the schedule (iteration %d): the run is already complete",
                            path.name, state["iteration"])  # fmt: skip
-        self._load_state(state, path)
+        return path, state
+
+    def _restart_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """After torchrun restarted the workers (``--max-restarts``): the newest readable checkpoint
+        this run wrote before (its ``elastic_run`` is this run's id), else ``None`` — the attempt then
+        starts as the first one did."""
+        attempt = restart_count()
+        if attempt == 0:
+            return None
+        for _, path in reversed(checkpointing.resumable(self.work_dir)):
+            try:
+                state = checkpointing.read_training_state(path)
+            except CheckpointError as exc:
+                logger.warning("restart %d: skipping %s: %s", attempt, path.name, exc)
+                continue
+            if state.get("elastic_run") == run_id():
+                logger.warning("restart %d: resuming from %s at iteration %d", attempt, path, state["iteration"])
+                return path, state
+        logger.warning("restart %d: this run wrote no checkpoint yet; starting as the first attempt did", attempt)
+        return None
 
     def _load_state(self, state: dict[str, Any], path: Path) -> None:
         load_checkpoint(self.model, state)
@@ -294,6 +331,7 @@ class Trainer:
         try:
             self._loop(data, bar)
         finally:  # an error message then starts on its own line, after the progress bar
+            data.close()  # stops the loader's workers
             bar.close()
             if self.writer is not None:
                 self.writer.close()
