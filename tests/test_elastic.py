@@ -116,6 +116,8 @@ def test_two_nodes_equal_one_node(tmp_path, config_file):
     # validation at iterations 4 and 8: each rank evaluates every second image, the sums are all-reduced
     assert scalars(tmp_path / "nodes", "val/mIoU") == scalars(tmp_path / "single", "val/mIoU")
     assert len(scalars(tmp_path / "nodes", "val/mIoU")) == 2
+    (best,) = (tmp_path / "nodes").glob("best_mIoU_iter_*.pth")  # both ranks' RNG states: resuming from it is exact
+    assert len(torch.load(best, map_location="cpu", weights_only=True)["rng"]) == 2
 
 
 KILLER = """

@@ -274,13 +274,16 @@ class Trainer:
         )
         self.model.train()
         result = {"mIoU": metrics.mIoU * 100, "aAcc": metrics.aAcc * 100, "mAcc": metrics.mAcc * 100}
+        improved = result["mIoU"] > self.best_miou  # the metrics are all-reduced: the same on every rank
+        if improved:
+            self.best_miou = result["mIoU"]
+            # every rank's RNG state (a collective), so that resuming from the best checkpoint is exact too
+            self._rng_states = checkpointing.gather_rng_states(self.device)
         if self.dist.is_main:
             logger.info("iter %d validation: mIoU %.2f  aAcc %.2f  mAcc %.2f", self.iteration, *result.values())
             for key, value in result.items():
                 self._scalar(f"val/{key}", value)
-            if metrics.mIoU * 100 > self.best_miou:
-                self.best_miou = metrics.mIoU * 100
-                self._rng_states = None  # the gathered states are from another iteration: this rank's own
+            if improved:
                 checkpointing.save_best(self.work_dir, self.state(), self.iteration)
         return result
 
