@@ -92,3 +92,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def set_cudnn_autotuning(device: str | torch.device, enabled: bool) -> bool:
+    """cuDNN autotuning (``torch.backends.cudnn.benchmark``) for a CUDA ``device``: the first call
+    of a convolution at a new input shape times cuDNN's algorithms and keeps the fastest, which pays
+    when shapes repeat (training crops, fixed-size benchmarks) and costs a search at every new shape
+    (whole images of varying sizes). Results may differ in the last bits from run to run. Does
+    nothing on other devices; returns whether autotuning is now on."""
+    if torch.device(device).type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = enabled
+    return enabled

@@ -90,3 +90,12 @@ def test_predict_and_eval_run_the_network_in_the_precision_asked(tmp_path, tiny_
     assert main(["eval", "--model", str(tiny_model_file), "--data", "ade20k", "--data-root", "x",
                  "--precision", "fp8"]) == 2  # fmt: skip
     assert "invalid choice: 'fp8'" in error_line(capsys)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cudnn_autotuning_is_set_for_cuda_only(enabled, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not enabled)
+    assert devices.set_cudnn_autotuning("cpu", enabled) is False
+    assert torch.backends.cudnn.benchmark is (not enabled)  # the CPU leaves the flag alone
+    assert devices.set_cudnn_autotuning(torch.device("cuda", 1), enabled) is enabled  # a name, not a GPU, is needed
+    assert torch.backends.cudnn.benchmark is enabled

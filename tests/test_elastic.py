@@ -63,10 +63,12 @@ def scalars(work_dir, tag: str) -> list[tuple[int, float]]:
     return [(row["iter"], row["value"]) for row in rows if row["tag"] == tag]
 
 
-def standalone(config_file, work_dir, *launcher, entry=("-m", "lrformer")) -> subprocess.CompletedProcess:
-    """One node, two processes: ``torchrun --standalone --nproc-per-node 2 ... train CONFIG``."""
+def standalone(
+    config_file, work_dir, *launcher, entry=("-m", "lrformer"), overrides=()
+) -> subprocess.CompletedProcess:
+    """One node, two processes: ``torchrun --standalone --nproc-per-node 2 ... train CONFIG --set ...``."""
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", *launcher, *entry, "train", str(config_file),
-               "--work-dir", str(work_dir)]  # fmt: skip
+               "--work-dir", str(work_dir), *(f"--set={o}" for o in overrides)]  # fmt: skip
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
 
 
@@ -155,3 +157,23 @@ def test_a_killed_worker_restarts_and_resumes_exactly(tmp_path, config_file):
     losses = scalars(tmp_path / "cut", "train/loss")  # iterations 5-8 again, with the uninterrupted losses
     assert [i for i, _ in losses[-4:]] == [5, 6, 7, 8]
     assert losses[-4:] == scalars(tmp_path / "whole", "train/loss")[-4:]
+
+
+def test_activation_checkpointing_under_ddp_with_synchronised_batchnorm(tmp_path, config_file):
+    """Two processes, SyncBN in the decode head (the default ``train.sync_bn``): with
+    ``train.grad_checkpoint`` the fuse blocks' recomputation runs SyncBN's collective again during
+    backward, next to DDP's gradient all-reduce; the run ends with the weights and BatchNorm
+    statistics of the run without checkpointing."""
+    short = ("schedule.max_iters=4", "train.val_interval=0")
+    plain = standalone(config_file, tmp_path / "plain", overrides=short)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    checkpointed = standalone(config_file, tmp_path / "ckpt", overrides=(*short, "train.grad_checkpoint=true"))
+    assert checkpointed.returncode == 0, checkpointed.stderr[-3000:]
+    a, b = (torch.load(d / "iter_4.pth", map_location="cpu", weights_only=True)["state_dict"]
+            for d in (tmp_path / "plain", tmp_path / "ckpt"))  # fmt: skip
+    assert a.keys() == b.keys() and any("fuse_block1.norm1.running_mean" in k for k in a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    losses, plain_losses = (scalars(tmp_path / d, "train/loss") for d in ("ckpt", "plain"))
+    assert [i for i, _ in losses] == [i for i, _ in plain_losses] == [1, 2, 3, 4]
+    assert [v for _, v in losses] == pytest.approx([v for _, v in plain_losses], rel=1e-5)

@@ -131,6 +131,16 @@ class AugmentConfig:
     photometric: bool = True
     ignore_index: int = 255
 
+    @classmethod
+    def from_data_config(cls, data: dict, ignore_index: int) -> AugmentConfig:
+        """The pipeline of a training config's ``data`` section (``resize``, ``crop_size``,
+        ``cat_max_ratio``, ``flip_prob``, ``photometric``) with the dataset's ``ignore_index``."""
+        return cls(
+            resize=build_resize(data["resize"]), crop_size=tuple(data["crop_size"]),
+            cat_max_ratio=data["cat_max_ratio"], flip_prob=data["flip_prob"], photometric=data["photometric"],
+            ignore_index=ignore_index,
+        )  # fmt: skip
+
 
 def random_resize(
     image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator

@@ -79,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",
         "amp": None,  # null | bf16 | fp16
         "compile": False,
+        "grad_checkpoint": False,  # activation checkpointing per block: less memory, one more forward per block
+        "cudnn_benchmark": True,  # CUDA: cuDNN autotuning for the fixed crop size (mmseg's env_cfg default)
         "sync_bn": "decode_head",  # BatchNorms synchronised across processes: decode_head (official) | all | none
         "log_interval": 50,
         "val_interval": 16000,

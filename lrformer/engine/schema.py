@@ -81,6 +81,8 @@ RULES: dict[str, Rule] = {
     "train.device": Rule(str, lambda v: bool(DEVICE.match(v)), "auto, cpu, cuda, cuda:N or mps"),
     "train.amp": Rule(str, lambda v: v in ("bf16", "fp16"), "null, bf16 or fp16", optional=True),
     "train.compile": Rule(bool, what="true or false"),
+    "train.grad_checkpoint": Rule(bool, what="true or false"),
+    "train.cudnn_benchmark": Rule(bool, what="true or false"),
     "train.sync_bn": Rule(str, lambda v: v in SYNC_BN_SCOPES, "one of " + ", ".join(SYNC_BN_SCOPES)),
     "train.log_interval": _int(1, "a number of iterations >= 1"),
     "train.val_interval": _int(0, "a number of iterations >= 0 (0: no validation)"),

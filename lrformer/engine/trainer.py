@@ -19,9 +19,9 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from ..data.augment import AugmentConfig, build_resize
+from ..data.augment import AugmentConfig
 from ..data.datasets import SegmentationDataset, load_spec
-from ..devices import check_device
+from ..devices import check_device, set_cudnn_autotuning
 from ..errors import CheckpointError, ConfigError, LRFormerError
 from ..evaluation import evaluate
 from ..inference.predictor import model_defaults
@@ -92,11 +92,7 @@ class Trainer:
         )
         if self.val_set is not None and train_cfg["val_max_images"]:
             self.val_set.samples = self.val_set.samples[: train_cfg["val_max_images"]]
-        self.augment = AugmentConfig(
-            resize=build_resize(data_cfg["resize"]), crop_size=tuple(data_cfg["crop_size"]),
-            cat_max_ratio=data_cfg["cat_max_ratio"], flip_prob=data_cfg["flip_prob"],
-            photometric=data_cfg["photometric"], ignore_index=spec.ignore_index,
-        )  # fmt: skip
+        self.augment = AugmentConfig.from_data_config(data_cfg, spec.ignore_index)
 
         model_cfg = config["model"]
         self.model = create_model(
@@ -111,7 +107,10 @@ class Trainer:
         self.description = describe(self.model, spec.classes, spec.palette, asdict(self.test_config))
         if model_cfg["backbone_checkpoint"]:  # ImageNet weights, or the backbone of a segmentation checkpoint
             load_checkpoint(self.model.backbone, model_cfg["backbone_checkpoint"], strict=model_cfg["strict"])
+        if train_cfg["grad_checkpoint"]:  # blocks recompute their activations in the backward pass
+            self.model.set_grad_checkpointing(True)
         self.model.to(self.device)
+        set_cudnn_autotuning(self.device, train_cfg["cudnn_benchmark"])
         if self.dist.enabled:
             self.model = synchronise_batchnorm(self.model, self.device, train_cfg["sync_bn"])
         self.optimizer = build_optimizer(self.model, config["optim"])

@@ -21,6 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ConfigError
 from .block import LRBlock
+from .grad_checkpoint import checkpoint_module
 from .layers import LayerNorm2d, ResidualDepthwiseConv
 from .lrsa import LRSA
 
@@ -219,6 +220,8 @@ class LRFormer(nn.Module):
         pruned_prefixes: state-dict key prefixes of the stages not built (``("patch_embed4.",
             "block4.", "d_convs4.")`` for ``out_indices=(1, 2)``); the checkpoint loader ignores them.
         config: the ``create_model`` arguments when built by ``create_model(features_only=True)``, else ``{}``.
+        grad_checkpointing: activation checkpointing of every block in training
+            (:meth:`set_grad_checkpointing`); off by default.
     """
 
     def __init__(
@@ -255,6 +258,7 @@ class LRFormer(nn.Module):
             ]
         )
         self.config: dict[str, Any] = {}
+        self.grad_checkpointing = False
         # the rates of the full four-stage model, so that a pruned backbone's blocks keep theirs
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # float32 steps, as official
         norm_layer = partial(LayerNorm2d, eps=1e-6)
@@ -290,6 +294,15 @@ class LRFormer(nn.Module):
             for s in range(1, self.num_stages + 1)
         ]
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every block in training (timm's API): each block keeps only its input
+        ``(B, C, H, W)`` during the forward pass and is run again in the backward pass, with exact
+        gradients (the shared ``d_convs`` included), the same stochastic-depth masks and BatchNorm
+        statistics (XL's ``pre_norm``) updated once per step. Eval mode and ``torch.no_grad`` are
+        unaffected. See :mod:`lrformer.models.grad_checkpoint`."""
+        self.grad_checkpointing = enable
+
     @staticmethod
     def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
         """Sizes of the four stages' features for an ``H×W`` input (each k3/s2/p1 conv gives ``⌈n/2⌉``)."""
@@ -324,7 +337,7 @@ class LRFormer(nn.Module):
         for stage in self.stages():
             x = stage.patch_embed(x)
             for block in stage.blocks:
-                x = block(x, stage.d_convs)
+                x = checkpoint_module(block, x, stage.d_convs, enabled=self.grad_checkpointing)
             features.append(x)
         return [features[i] for i in self.out_indices]
 

@@ -14,6 +14,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backbone import init_weights
 from .block import LRBlock
+from .grad_checkpoint import checkpoint_module
 from .layers import resize
 from .lrsa import HeadLRSA
 
@@ -73,6 +74,10 @@ class LRHead(nn.Module):
         q_pooled_size: LRSA query size of the fuse blocks.
         mlp_ratio: IRB width of the fuse blocks.
         dropout_ratio: ``Dropout2d`` before ``conv_seg`` (training only).
+
+    Attributes:
+        grad_checkpointing: activation checkpointing of the fuse blocks in training
+            (:meth:`set_grad_checkpointing`); off by default.
     """
 
     in_index = (1, 2, 3)
@@ -92,6 +97,7 @@ class LRHead(nn.Module):
         if len(in_channels) != 3:
             raise ValueError(f"LRHead takes the stride-8/16/32 features: 3 in_channels, got {in_channels}")
         self.num_classes = num_classes
+        self.grad_checkpointing = False
         self.squeeze1 = ConcatConvBNReLU(sum(in_channels), channels)
         self.fuse_block1 = self._fuse_block(channels, num_heads, q_pooled_size, mlp_ratio, layer_scale_init)
         self.squeeze2 = ConcatConvBNReLU(channels + in_channels[-1], channels)
@@ -112,6 +118,13 @@ class LRHead(nn.Module):
             layer_scale_init=ls_init,
         )
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint ``fuse_block1`` and ``fuse_block2`` in training (timm's API): each keeps only
+        its input ``(B, channels, H_8, W_8)`` and is run again in the backward pass; their
+        BatchNorm statistics are still updated once per step. See :mod:`lrformer.models.grad_checkpoint`."""
+        self.grad_checkpointing = enable
+
     def attention_elements(self, height: int, width: int) -> int:
         """Attention-matrix entries per image of a fuse block on an ``H×W`` stride-8 map."""
         return self.fuse_block1.attn.attention_elements(height, width)
@@ -126,6 +139,6 @@ class LRHead(nn.Module):
         size = inputs[0].shape[-2:]
         if not self.squeeze1.projects_before_resize:  # resize once, for both squeezes
             inputs = [resize(x, size) for x in inputs]
-        x = self.fuse_block1(self.squeeze1(inputs, size))
-        x = self.fuse_block2(self.squeeze2([x, inputs[-1]], size))
+        x = checkpoint_module(self.fuse_block1, self.squeeze1(inputs, size), enabled=self.grad_checkpointing)
+        x = checkpoint_module(self.fuse_block2, self.squeeze2([x, inputs[-1]], size), enabled=self.grad_checkpointing)
         return self.conv_seg(self.dropout(x))

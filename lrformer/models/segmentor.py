@@ -19,6 +19,7 @@ class LRFormerSegmentor(nn.Module):
 
     Attributes:
         config: the resolved construction arguments (variant name and hyper-parameters).
+        grad_checkpointing: whether activation checkpointing is on (:meth:`set_grad_checkpointing`).
     """
 
     def __init__(self, backbone: LRFormer, decode_head: nn.Module | None, config: dict[str, Any] | None = None):
@@ -26,6 +27,19 @@ class LRFormerSegmentor(nn.Module):
         self.backbone = backbone
         self.decode_head = decode_head
         self.config = dict(config or {})
+        self.grad_checkpointing = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in training (timm's API), for less memory at the cost of one more
+        forward pass per step: every backbone block, and in the decode head the LRHead fuse blocks or
+        the Mask2Former pixel decoder's encoder layers. Gradients, stochastic-depth masks and BatchNorm
+        statistics equal those without it; eval mode and ``torch.no_grad`` are unaffected. See
+        :mod:`lrformer.models.grad_checkpoint`."""
+        self.grad_checkpointing = enable
+        self.backbone.set_grad_checkpointing(enable)
+        if hasattr(self.decode_head, "set_grad_checkpointing"):
+            self.decode_head.set_grad_checkpointing(enable)
 
     @property
     def num_classes(self) -> int | None:

@@ -78,6 +78,17 @@ class Mask2FormerHead(nn.Module):
             if param.dim() > 1:
                 nn.init.xavier_normal_(param)
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the pixel decoder's encoder layers in training (timm's API); the transformer
+        decoder works on ``num_queries`` tokens and is not checkpointed."""
+        self.pixel_decoder.set_grad_checkpointing(enable)
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether the pixel decoder checkpoints its encoder layers."""
+        return self.pixel_decoder.grad_checkpointing
+
     def _predict_layer(self, query: torch.Tensor, mask_features: torch.Tensor, mask_size: tuple[int, int]):
         """Class scores, mask logits and the next layer's attention mask (True: masked)."""
         query = self.transformer_decoder.post_norm(query)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..grad_checkpoint import checkpoint_module
 from .layers import FFN, ConvGN
 from .ms_deform_attn import MultiScaleDeformableAttention
 from .positional_encoding import SinePositionalEncoding
@@ -28,13 +29,20 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableEncoder(nn.Module):
+    """``num_layers`` :class:`DeformableEncoderLayer`; each checkpointed in training when
+    ``grad_checkpointing`` is set (by :meth:`MSDeformAttnPixelDecoder.set_grad_checkpointing`)."""
+
     def __init__(self, num_layers: int, **layer_args) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_args) for _ in range(num_layers))
+        self.grad_checkpointing = False
 
     def forward(self, query, query_pos, reference_points, spatial_shapes) -> torch.Tensor:
+        """``query`` ``(B, ΣHW, C)`` tokens of all levels → ``(B, ΣHW, C)``."""
         for layer in self.layers:
-            query = layer(query, query_pos, reference_points, spatial_shapes)
+            query = checkpoint_module(
+                layer, query, query_pos, reference_points, spatial_shapes, enabled=self.grad_checkpointing
+            )
         return query
 
 
@@ -45,6 +53,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
     go through a deformable-attention encoder; the stride-4 feature is fused FPN-style
     (``lateral_convs.0`` + upsampled stride-8 memory → ``output_convs.0``) and projected by
     ``mask_feature``.
+
+    Attributes:
+        grad_checkpointing: activation checkpointing of the encoder layers in training
+            (:meth:`set_grad_checkpointing`); off by default.
     """
 
     def __init__(
@@ -81,6 +93,18 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         self.mask_feature = nn.Conv2d(feat_channels, out_channels, 1)
         self.init_weights()
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether the encoder layers are checkpointed in training."""
+        return self.encoder.grad_checkpointing
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every deformable encoder layer in training (timm's API): each keeps only its
+        query tokens ``(B, ΣHW, C)`` and is run again in the backward pass (same dropout masks).
+        See :mod:`lrformer.models.grad_checkpoint`."""
+        self.encoder.grad_checkpointing = enable
 
     def init_weights(self) -> None:
         """mmdet's initialisation: xavier-uniform input convs, caffe2-xavier FPN convs, N(0, 1)
