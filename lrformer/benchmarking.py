@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .devices import autocast, autocast_dtype, check_device
+from .devices import autocast, autocast_dtype, check_device, set_cudnn_autotuning
 from .utils import peak_memory_mb
 
 
@@ -22,14 +22,18 @@ def benchmark(
     compile: bool = False,
     warmup: int = 3,
     iters: int = 10,
+    cudnn_benchmark: bool = False,
 ) -> dict[str, Any]:
-    """Latency of ``model`` on a random ``(batch, 3, H, W)`` input under ``torch.inference_mode``.
+    """Latency of ``model`` on a random ``(batch, 3, H, W)`` input under ``torch.inference_mode``;
+    ``cudnn_benchmark``: cuDNN autotuning on a CUDA device (:func:`~lrformer.devices.set_cudnn_autotuning`),
+    its search falling in the warm-up passes.
 
     Returns ``height``, ``width``, ``batch``, ``median_ms``, ``p90_ms``, ``images_per_s`` and
     ``peak_mb`` (CUDA: max allocated; CPU: the process's peak RSS, which only grows).
     """
     device = torch.device(check_device(device, "device", 'device="cpu"'))
     model = model.to(device).eval()
+    set_cudnn_autotuning(device, cudnn_benchmark)
     runner = torch.compile(model) if compile else model
     x = torch.randn(batch, 3, *size, device=device)
     dtype = autocast_dtype(precision, device)
