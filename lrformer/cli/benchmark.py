@@ -11,7 +11,6 @@ HELP = (
     "training step's time and memory with/without activation checkpointing; --data: the training data pipeline"
 )
 
-MODES = ("inference", "train", "data")
 OPTIONS = {  # dest → (flag, modes that use it)
     "model": ("--model", ("inference", "train")),
     "device": ("--device", ("inference", "train")),

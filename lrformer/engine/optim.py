@@ -9,7 +9,7 @@ Design notes: ``docs/design.md``, section 9 (training semantics).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -156,3 +156,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any]) -> to
         return factor
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor_for(b) for b in bases])
+
+
+def optimisation_step(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    amp_dtype: torch.dtype | None = None,
+    clip_grad: float | None = None,
+    parameters: Iterable[torch.Tensor] = (),
+) -> torch.Tensor:
+    """One update of the recipe, without the schedule: the loss of ``objective(images, labels)``
+    (``images`` ``(B, 3, H, W)``, ``labels`` ``(B, H, W)``) under autocast to ``amp_dtype`` (``None``:
+    none), backward through ``scaler`` (fp16 loss scaling; a disabled scaler passes through), the
+    global norm of the gradients of ``parameters`` clipped to ``clip_grad`` (mmengine's
+    ``clip_grad=dict(max_norm=...)``) and the optimizer step. Returns the loss, detached."""
+    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss, _ = objective(images, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()

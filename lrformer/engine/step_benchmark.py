@@ -41,14 +41,14 @@ import torch
 
 from ..data.augment import AugmentConfig
 from ..data.datasets import SegmentationDataset, load_spec
-from ..devices import autocast, autocast_dtype, check_device, set_cudnn_autotuning
+from ..devices import autocast_dtype, check_device, set_cudnn_autotuning
 from ..errors import ConfigError, LRFormerError
 from ..models import create_model
 from ..utils import peak_memory_mb
 from .config import DEFAULTS
 from .data import AugmentedDataset, batches
 from .losses import TrainingObjective
-from .optim import build_optimizer
+from .optim import build_optimizer, optimisation_step
 
 MMAP_THRESHOLD = 65536
 """glibc ``M_MMAP_THRESHOLD`` of the CPU measuring subprocess: blocks from this size up are mapped and
@@ -114,15 +114,7 @@ def measure_train_step(
     labels = torch.randint(0, net.num_classes or 1, (batch, *size), device=device)
 
     def step() -> None:  # Trainer.train_step without the schedule and the cross-process loss average
-        with autocast(device, dtype):
-            loss, _ = objective(images, labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimisation_step(objective, optimizer, scaler, images, labels, dtype, clip, net.parameters())
 
     for _ in range(warmup):
         step()

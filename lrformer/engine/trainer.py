@@ -33,7 +33,7 @@ from . import checkpointing, workdir
 from .data import AugmentedDataset, batches
 from .distributed import broadcast_from_main, device_for, init_distributed, restart_count, run_id
 from .losses import TrainingObjective
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, optimisation_step
 from .sync_bn import synchronise_batchnorm
 
 logger = logging.getLogger("lrformer.train")
@@ -298,17 +298,11 @@ class Trainer:
         """One optimisation step; returns the loss averaged over processes."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss, _ = self.objective(images, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg["optim"]["clip_grad"]:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["optim"]["clip_grad"])
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        value = optimisation_step(
+            self.objective, self.optimizer, self.scaler, images, labels, self.amp_dtype, self.cfg["optim"]["clip_grad"],
+            self.model.parameters(),
+        )  # fmt: skip
         self.scheduler.step()
-        value = loss.detach()
         if self.dist.enabled:
             torch.distributed.all_reduce(value)
             value /= self.dist.world_size
