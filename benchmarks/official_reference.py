@@ -211,8 +211,8 @@ class LRHead(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    """``backbone`` + ``decode_head``; ``forward`` returns the stride-8 logits (``encode_decode``
-    without the final resize, as the parity files store them)."""
+    """``backbone`` + ``decode_head``; ``forward`` is mmseg's ``encode_decode``: the stride-8 logits
+    ``decode_head(backbone(x))`` (what the parity files store) resized to the input size."""
 
     def __init__(self, config: dict):
         super().__init__()
@@ -226,4 +226,5 @@ class EncoderDecoder(nn.Module):
         )
 
     def forward(self, x):
-        return self.decode_head(self.backbone(x))
+        logits = self.decode_head(self.backbone(x))
+        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)

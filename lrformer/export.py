@@ -30,9 +30,11 @@ def export_onnx(
 ) -> None:
     """Export ``model`` for ``(B, 3, H, W)`` inputs named ``image`` to ``path`` (written atomically).
 
-    The output ``scores`` is ``(B, classes, ⌈H/8⌉, ⌈W/8⌉)`` (LRHead) or ``(B, classes, H, W)``
-    (LRFormer+). Fixed (default): the graph takes only ``shape``. ``dynamic``: ``shape`` is the
-    example traced (the batch stays fixed) and any ``H, W >= 32`` run.
+    The output ``scores`` is ``model(x)``: float32 class scores at the input size ``(B, classes, H, W)``
+    for every variant (LRHead logits resized bilinearly, LRFormer+ summed class probabilities);
+    its ``argmax`` over the classes is the label map. Fixed (default): the graph takes only
+    ``shape``. ``dynamic``: ``shape`` is the example traced (the batch stays fixed) and any
+    ``H, W >= 32`` run.
     """
     require_extra("onnx", "export", "ONNX export")
     require_extra("onnxscript", "export", "ONNX export")

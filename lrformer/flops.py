@@ -23,8 +23,8 @@ aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
-class FlopCount:
-    """Result of :func:`count_flops`.
+class MacCount:
+    """Result of :func:`count_macs`.
 
     Attributes:
         macs: multiply-accumulates of one forward pass (the "FLOPs" of the paper's tables).
@@ -74,31 +74,58 @@ def _custom_mapping() -> dict[Any, Callable[..., int]]:
     }
 
 
-def count_flops(model: nn.Module, size: tuple[int, int], batch_size: int = 1) -> FlopCount:
-    """Count one forward pass of ``model`` on a ``(batch_size, 3, H, W)`` input, in eval mode.
+def count_macs(model: nn.Module, size: tuple[int, int], batch_size: int = 1) -> MacCount:
+    """Count the multiply-accumulates of one forward pass of ``model`` on a ``(batch_size, 3, H, W)``
+    input, in eval mode.
+
+    For a segmentor the pass is the network the paper counts: the backbone and the decode head's
+    raw output (``model.forward_head(model.forward_features(x))``), without the resize of the class
+    scores to the input size that ``model(x)`` adds. Any other module is counted as ``model(x)``.
 
     Args:
-        model: any LRFormer model (segmentor or backbone).
+        model: any LRFormer model (segmentor or backbone), or any module taking images.
         size: input ``(H, W)``.
         batch_size: images per pass.
     """
+    from .models.segmentor import LRFormerSegmentor
+
     was_training = model.training
     model.eval()
     param = next(model.parameters())
     x = torch.zeros(batch_size, 3, *size, dtype=param.dtype, device=param.device)
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=_custom_mapping())
+    counted = _RawSegmentorPass(model) if isinstance(model, LRFormerSegmentor) else model
     try:
         with counter, torch.no_grad():
-            model(x)
+            counted(x)
     finally:
         model.train(was_training)
-    counts = counter.get_flop_counts()
-    by_module = {
-        name: sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) // 2 for name, _ in model.named_children()
-    }
-    return FlopCount(
+    counts = counter.get_flop_counts()  # keyed by module path from the module called: "Root.child.grandchild"
+    prefix = type(counted).__name__ + (".segmentor" if counted is not model else "")
+    by_module = {name: sum(counts.get(f"{prefix}.{name}", {}).values()) // 2 for name, _ in model.named_children()}
+    return MacCount(
         macs=counter.get_total_flops() // 2,
         params=sum(v.numel() for v in model.state_dict().values()),
         learnable_params=sum(p.numel() for p in model.parameters()),
         by_module=by_module,
     )
+
+
+class _RawSegmentorPass(nn.Module):
+    """The pass :func:`count_macs` counts for a segmentor, as a module call so that the counter names
+    the segmentor's children: the features and, when there is a head, its raw output."""
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, x: torch.Tensor) -> Any:
+        features = self.segmentor.forward_features(x)
+        return features if self.segmentor.decode_head is None else self.segmentor.forward_head(features)
+
+
+count_flops = count_macs
+"""Former name of :func:`count_macs` (it always counted multiply-accumulates, the paper's "FLOPs")."""
+
+FlopCount = MacCount
+"""Former name of :class:`MacCount`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
-from .errors import MissingExtraError
+from .errors import ConfigError, MissingExtraError, UnknownNameError
 
 CACHE_DIR = Path(os.environ.get("LRFORMER_CACHE", Path.home() / ".cache" / "lrformer"))
 """Downloaded checkpoints and the demo's dataset (``$LRFORMER_CACHE``, default ``~/.cache/lrformer``)."""
@@ -24,9 +25,36 @@ def did_you_mean(key: str, valid: list[str] | tuple[str, ...], cutoff: float = 0
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) -> ValueError:
-    """``unknown <where> 'key'. Did you mean ...? Valid: ...``"""
-    return ValueError(f"unknown {where} {key!r}.{did_you_mean(key, valid)} Valid: {', '.join(valid)}.")
+def unknown_key_error(key: str, valid: tuple[str, ...] | list[str], where: str) -> UnknownNameError:
+    """``unknown <where> 'key'. Did you mean ...? Valid: ...`` (a ``ValueError`` and a ``KeyError``)."""
+    return UnknownNameError(f"unknown {where} {key!r}.{did_you_mean(key, valid)} Valid: {', '.join(valid)}.")
+
+
+def read_mapping(path: str | Path, what: str, holds: str) -> dict:
+    """The mapping a YAML file (JSON for a ``.json`` suffix) holds. A file that is not UTF-8 text,
+    not valid YAML/JSON (the message says the line) or not a mapping is a :class:`ConfigError`
+    naming ``what`` (e.g. ``"model file"``) and what it ``holds``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a UTF-8 text file: give a YAML or JSON file") from None
+    if path.suffix.lower() == ".json":
+        parse, malformed, kind = json.loads, ValueError, "JSON"
+    else:
+        import yaml
+
+        parse, malformed, kind = yaml.safe_load, yaml.YAMLError, "YAML"
+    try:
+        data = parse(text)
+    except malformed as exc:  # JSON errors carry lineno and msg, YAML errors problem_mark and problem
+        mark = getattr(exc, "problem_mark", None)
+        line = getattr(exc, "lineno", None) or (mark.line + 1 if mark else "?")
+        problem = getattr(exc, "msg", None) or getattr(exc, "problem", None) or str(exc).strip()
+        raise ConfigError(f"{what} {path} is not valid {kind} at line {line}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping of {holds}, got {type(data).__name__}")
+    return data
 
 
 def require_extra(module: str, extra: str, purpose: str, package: str | None = None) -> ModuleType:

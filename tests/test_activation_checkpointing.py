@@ -16,7 +16,7 @@ from torch import nn
 import lrformer
 from lrformer.engine.losses import TrainingObjective
 from lrformer.engine.sync_bn import convert_sync_batchnorm
-from lrformer.models.grad_checkpoint import checkpoint_module
+from lrformer.models.activation_checkpointing import checkpoint_module
 from lrformer.models.lr_head import LRHead
 
 TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "num_classes": 3, "drop_path_rate": 0.3}

@@ -7,7 +7,7 @@ import torch
 
 import lrformer
 from lrformer.errors import CheckpointError
-from lrformer.models.checkpoint import CheckpointMismatchError
+from lrformer.models.weight_loading import CheckpointMismatchError
 
 from .conftest import DATA
 
@@ -135,3 +135,9 @@ def test_imagenet_file_into_a_bare_backbone_ignores_the_classifier(tmp_path, tin
     report = lrformer.load_checkpoint(model.backbone, path)
     assert report.ok and sorted(report.ignored) == ["head.bias", "head.weight"]
     _assert_same_weights(model.backbone, backbone)
+
+
+def test_the_former_name_of_model_description_still_imports():
+    from lrformer.models.factory import describe, model_description
+
+    assert describe is model_description  # checkpoint-writing code outside the package may import it

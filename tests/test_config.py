@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import copy
+from pathlib import Path
 
-from lrformer.engine.config import DEFAULTS, load_config, merge
+import pytest
+import torch
+import yaml
+
+import lrformer
+from lrformer.cli.main import main
+from lrformer.engine.config import DEFAULTS, FREE_FORM, RULES, OptimSettings, TrainingConfig, load_config, merge
+from lrformer.engine.optim import build_optimizer, lr_factor
+from lrformer.engine.schema import leaves
 
 
 def test_merge_is_key_by_key_unless_delete():
@@ -111,3 +120,82 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     (tmp_path / "q.yaml").write_text('optim:\n  lr: "1e-3"\n')  # quoted: a string, named as such
     with pytest.raises(ValueError, match="a quoted number: write it without quotes"):
         load_config(tmp_path / "q.yaml")
+
+
+def test_the_config_is_typed_and_still_reads_and_writes_as_a_mapping():
+    config = load_config(None, ["optim.lr=1e-3", "data.crop_size.0=640"])
+    assert isinstance(config, TrainingConfig) and isinstance(config.optim, OptimSettings)
+    assert config.optim.lr == config["optim"]["lr"] == 1e-3 and config.data.crop_size == [640, 512]
+    expected = copy.deepcopy(DEFAULTS)  # the plain tree, as checkpoints and config.yaml hold it
+    expected["optim"]["lr"], expected["data"]["crop_size"] = 1e-3, [640, 512]
+    assert config.to_dict() == expected and type(config.to_dict()["optim"]) is dict
+    assert config.optim == expected["optim"] and {**config.schedule} == DEFAULTS["schedule"]
+    config["schedule"]["max_iters"] = 3  # code written against the dict config keeps working
+    config["model"].update(name="lrformer_t_plus", drop_path_rate=0.0)
+    config["optim"] = {"lr": 0.5}  # a mapping for a section: checked, the other keys from the defaults
+    assert (config.schedule.max_iters, config.model.name, config.optim.lr) == (3, "lrformer_t_plus", 0.5)
+    assert config.optim.eps == DEFAULTS["optim"]["eps"]
+    with pytest.raises(KeyError, match="unknown config key 'optim.weight_decy'. Did you mean 'optim.weight_decay'?"):
+        config["optim"]["weight_decy"]
+    with pytest.raises(KeyError, match="unknown config key 'train.sed'"):
+        config["train"]["sed"] = 1
+    assert config.get("nope") is None and "optim" in config and "lr" not in config
+
+
+def test_every_key_is_declared_once_with_its_default_rule_and_doc():
+    paths = [path for path, _, _ in leaves(TrainingConfig, DEFAULTS)]  # every value of the defaults tree
+    assert sorted(paths) == sorted([*RULES, *FREE_FORM]) and len(paths) == len(set(paths))
+    for path, key, _ in leaves(TrainingConfig, DEFAULTS):
+        assert key.doc and "\n" not in key.doc, path
+        assert key.kind is dict or key.rule.what, path
+    assert TrainingConfig.from_dict(DEFAULTS) == TrainingConfig() == DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda model: build_optimizer(model, {"lr": "fast"}), "optim.lr must be a number > 0, got the string 'fast'"),
+        (lambda model: build_optimizer(model, {"lrr": 1}), "unknown config key 'optim.lrr'. Did you mean 'optim.lr'?"),
+        (lambda model: lr_factor(0, {"warmup_iters": 1}), "schedule.warmup_iters is 1"),
+    ],
+)
+def test_builders_check_a_plain_mapping_as_a_config(call, message):
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=message):
+        call(model)
+
+
+def test_a_section_mapping_fills_in_the_defaults():
+    assert lr_factor(0, {"warmup_iters": 0}) == 1.0  # no warm-up: the full rate from the start
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), {"lr": 0.5})
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5] and optimizer.defaults["eps"] == 1e-8
+
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.mark.parametrize(
+    "path, overrides",
+    [
+        (None, []),
+        (CONFIGS / "lrformer_t_plus_ade20k.yaml", []),  # another resize type and custom keys, by _delete_
+        (Path(lrformer.__file__).parent / "configs" / "demo.yaml", ["data.dataset=d.yaml", "data.root=."]),
+        (CONFIGS / "lrformer_t_ade20k.yaml", ["test.scale=[1024, 256]", "optim.custom_keys.head.decay_mult=0.5"]),
+    ],
+)
+def test_dump_config_prints_every_key_and_reads_back_equal(path, overrides, tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    argv = ["train", str(path or empty), "--work-dir", str(tmp_path / "work"), "--dump-config"]
+    assert main(argv + [x for o in overrides for x in ("--set", o)]) == 0
+    assert not (tmp_path / "work").exists()  # no training
+    dumped = capsys.readouterr().out
+    (tmp_path / "dumped.yaml").write_text(dumped)
+    config = load_config(path, overrides)
+    assert load_config(tmp_path / "dumped.yaml") == config
+    tree = yaml.safe_load(dumped)
+    assert list(tree) == list(DEFAULTS)
+    for name, section in tree.items():  # every key, defaults filled in
+        if name != "test":
+            assert list(section) == list(DEFAULTS[name]), name
+    assert load_config(tmp_path / "dumped.yaml", ["optim.lr=0.5"]).optim.lr == 0.5

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import struct
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from lrformer.cli.main import main
+from lrformer.errors import ImageTooLargeError
 from lrformer.image.io import ImageReadError, decode_image, header_size, read_image
 
 from .helpers import error_line, synthetic_photo
@@ -45,8 +47,9 @@ def test_the_header_is_read_without_decoding(bomb):
     assert bomb.stat().st_size < 2_000_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert header_size(np.fromfile(bomb, dtype=np.uint8)) == (20000, 20000)
-    with pytest.raises(ImageReadError, match="20000x20000 is 400 megapixels, above the limit of 268"):
+    with pytest.raises(ImageTooLargeError, match="20000x20000 is 400 megapixels, above the limit of 268") as error:
         read_image(bomb)
+    assert isinstance(error.value, ImageReadError) and isinstance(error.value, ValueError)  # what callers catch
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert sys.platform != "linux" or grown_mb < 100  # decoding would take 400 MB (gray) to 1.2 GB (BGR)
 
@@ -74,3 +77,19 @@ def test_the_limit_can_be_set(tmp_path, tiny_model_file, capsys, monkeypatch):
     assert main([*args, "--out", str(tmp_path / "b")]) == 2
     assert "LRFORMER_MAX_PIXELS='lots' is not a pixel count" in error_line(capsys)
     assert not (tmp_path / "b").exists()
+
+
+def test_max_pixels_is_an_argument_that_reaches_the_loader_workers(tmp_path, tiny_model_file, capsys, monkeypatch):
+    cv2.imwrite(str(tmp_path / "photo.png"), synthetic_photo(48, 64))  # 3072 pixels
+    data = np.fromfile(tmp_path / "photo.png", dtype=np.uint8)
+    monkeypatch.setenv("LRFORMER_MAX_PIXELS", "100000")
+    with pytest.raises(ImageTooLargeError, match="above the limit"):  # the argument wins over the variable
+        decode_image(data, "photo.png", max_pixels=3000)
+    assert decode_image(data, "photo.png", max_pixels=3072).shape == (48, 64, 3)
+    monkeypatch.delenv("LRFORMER_MAX_PIXELS")
+    args = ["predict", "--model", str(tiny_model_file), str(tmp_path / "photo.png"), "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--max-pixels", "3000"]) == 1  # decoded in a worker process
+    assert "64x48 is 0 megapixels, above the limit of 0" in capsys.readouterr().out
+    assert "LRFORMER_MAX_PIXELS" not in os.environ  # passed as an argument, not through the environment
+    assert main([*args, "--out", str(tmp_path / "b"), "--max-pixels", "3072"]) == 0
+    assert (tmp_path / "b" / "photo.png").is_file()

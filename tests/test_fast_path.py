@@ -49,7 +49,7 @@ def test_fast_path_reproduces_the_official_logits(tiny_model, tiny_cases):
     with torch.no_grad():
         for case in tiny_cases["cases"]:
             x = case["input"].float()
-            assert (fast(x) - case["logits"]).abs().max().item() < TOLERANCE
+            assert (fast.forward_head(fast.forward_features(x)) - case["logits"]).abs().max().item() < TOLERANCE
             assert (fast(x) - tiny_model(x)).abs().max().item() < TOLERANCE
 
 
@@ -59,9 +59,12 @@ def test_fast_path_matches_the_plain_model_on_any_size(shape):
     fast = lrformer.reparameterize_model(model)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        plain, out = model(x), fast(x)
+        plain, out = model.forward_head(model.forward_features(x)), fast.forward_head(fast.forward_features(x))
+        plain_scores, scores = model(x), fast(x)
     assert plain.shape == (shape[0], 7, -(-shape[2] // 8), -(-shape[3] // 8))
     _assert_same_logits(out, plain)
+    assert plain_scores.shape == (shape[0], 7, *shape[2:])
+    _assert_same_logits(scores, plain_scores)
     assert plain.abs().max().item() > 0.1  # not a vacuous comparison
 
 
@@ -100,7 +103,7 @@ def test_irb_in_bands_equals_the_whole_map(batch, height, width, rows):
     irb = IRB(8, 32).eval()
     x = torch.randn(batch, 8, height, width)
     whole = irb(x)  # autograd on: the plain path
-    irb.max_band_elements = batch * 32 * width * rows  # `rows` rows per band
+    irb.compute_in_bands(batch * 32 * width * rows)  # `rows` rows per band
     with torch.no_grad():
         banded = irb(x)
     torch.testing.assert_close(banded, whole, atol=1e-6, rtol=1e-5)
@@ -144,9 +147,11 @@ def test_fast_path_under_bfloat16_autocast(tiny_model, tiny_cases):
     fast = lrformer.reparameterize_model(tiny_model)
     x = tiny_cases["cases"][0]["input"].float()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = fast(x)
+        out = fast.forward_head(fast.forward_features(x))
+        scores = fast(x)
     expected = tiny_cases["cases"][0]["logits"]
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == torch.bfloat16 and scores.dtype == torch.float32  # class scores always in float32
+    torch.testing.assert_close(scores, torch.nn.functional.interpolate(out.float(), x.shape[-2:], mode="bilinear"))
     assert (out.float() - expected).abs().max().item() < 0.05 * expected.abs().max().item()
     assert (out.float().argmax(1) == expected.argmax(1)).float().mean().item() > 0.95
 

@@ -11,8 +11,8 @@ import torch
 
 import lrformer
 from lrformer.errors import ConfigError
-from lrformer.models.checkpoint import CheckpointMismatchError
 from lrformer.models.registry import BACKBONE_KEYS, variant_layout
+from lrformer.models.weight_loading import CheckpointMismatchError
 
 from .conftest import DATA
 
@@ -142,7 +142,7 @@ def test_segmentation_imagenet_and_own_checkpoints_load_strictly(tmp_path, backb
         "lrformer_t", **tiny_cases["config"], pretrained=DATA / "tiny_released_layout.pth"
     )
     own = tmp_path / "own.pth"
-    description = lrformer.models.factory.describe(segmentor, list("abcde"))
+    description = lrformer.models.factory.model_description(segmentor, list("abcde"))
     torch.save({"state_dict": segmentor.state_dict(), "lrformer": description}, own)
     model = lrformer.create_model(own, features_only=True, out_indices=(-1,))
     assert model.config["name"] == "lrformer_t" and "num_classes" not in model.config

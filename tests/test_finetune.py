@@ -94,9 +94,8 @@ def test_fine_tuning_to_seven_classes_resets_only_the_classifier(trained, tmp_pa
         Path(lrformer.__file__).parent / "configs" / "demo.yaml",
         [f"data.dataset={seven}", f"data.root={root}", *SETTINGS, f"model.pretrained={checkpoint}"],
     )
-    with caplog.at_level(logging.WARNING):
-        trainer = Trainer(config, tmp_path / "work")
-    trainer._lock.release()
+    with caplog.at_level(logging.WARNING), Trainer(config, tmp_path / "work") as trainer:
+        pass
     source = torch.load(checkpoint, weights_only=True)["state_dict"]
     tuned = trainer.model.state_dict()
     reset = {"decode_head.conv_seg.weight", "decode_head.conv_seg.bias"}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import lrformer
+from lrformer.errors import LabelValueError
 from lrformer.models.mask2former.criterion import (
     Mask2FormerCriterion,
     classification_loss,
@@ -197,7 +198,7 @@ def test_semantic_targets_hand_made():
 
     empty_labels, empty_masks = semantic_targets(torch.full((4, 4), 255), num_classes=4)
     assert empty_labels.numel() == 0 and empty_masks.shape == (0, 4, 4)
-    with pytest.raises(ValueError, match="labels must be in"):
+    with pytest.raises(LabelValueError, match=r"labels must be in \[0, 4\) or 255, got values \[0, 4\]: fix"):
         semantic_targets(torch.tensor([[0, 4]]), num_classes=4)
 
 

@@ -10,8 +10,10 @@ import cv2
 import pytest
 import torch
 
+import lrformer.cli.main as cli_main
 from lrformer.cli.main import main
 from lrformer.data import synthetic
+from lrformer.errors import LRFormerError
 
 from .helpers import error_line, synthetic_photo
 
@@ -32,6 +34,7 @@ def world(tmp_path_factory):
     (root / "bad.yaml").write_text("optim: [unclosed\n")
     (root / "ok.yaml").write_text("{}\n")
     (root / "base5.yaml").write_text("_base_: 5\n")
+    (root / "list.yaml").write_text("- a\n- b\n")
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01 not text")
     (root / "corrupt.pth").write_bytes(b"PK\x03\x04 not a whole zip")
     (root / "evil.pth").write_bytes(pickle.dumps(os.system))
@@ -120,19 +123,46 @@ if not torch.cuda.is_available():
     MISTAKES["cuda without a GPU"] = (lambda w: _train(w, "train.device=cuda"), "use --set train.device=cpu")
 
 
+MISTAKES.update({
+    "unknown model": (lambda w: ["flops", "--model", "lrformer_ss"], "unknown model 'lrformer_ss'. Did you mean 'lrformer_s'?"),
+    "missing model file": (lambda w: ["flops", "--model", str(w[0] / "nope.yaml")], "nope.yaml does not exist"),
+    "model file not YAML": (lambda w: ["flops", "--model", str(w[0] / "bad.yaml")], "bad.yaml is not valid YAML at line"),
+    "unknown model file key": (lambda w: ["flops", "--model", str(w[0] / "quoted.yaml")], "unknown key in"),
+    "missing dataset file": (lambda w: ["eval", "--model", "lrformer_t", "--data", str(w[0] / "nope.yaml"),
+                                        "--data-root", "x"], "dataset file"),
+    "unknown dataset file key": (lambda w: ["eval", "--model", "lrformer_t", "--data", str(w[0] / "base5.yaml"),
+                                            "--data-root", "x"], "unknown key in"),
+    "dataset file not a mapping": (lambda w: ["eval", "--model", "lrformer_t", "--data", str(w[0] / "list.yaml"),
+                                              "--data-root", "x"], "list.yaml must hold a mapping of img_dir"),
+    "--tta-ratios without --tta": (lambda w: _predict(w, "--out", str(w[0] / "o11"), "--tta-ratios", "1"),
+                                   "--tta-ratios needs --tta"),
+    "unknown palette": (lambda w: _predict(w, "--out", str(w[0] / "o12"), "--palette", "pascal"),
+                        "unknown palette 'pascal'"),
+})  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(MISTAKES))
-def test_mistake_is_one_line_with_exit_code_2(name, world, capsys):
+def test_mistake_is_one_line_with_exit_code_2(name, world, capsys, monkeypatch):
+    raised = []
+    line = cli_main.error_line
+    monkeypatch.setattr(cli_main, "error_line", lambda exc, debug=False: raised.append(exc) or line(exc, debug))
     argv, expected = MISTAKES[name]
     assert main(argv(world)) == 2
     assert expected in error_line(capsys)
+    assert all(isinstance(exc, LRFormerError) for exc in raised), raised  # a user's mistake, not a bug
+    # (argparse refuses some before any code runs: nothing is raised)
 
 
-def test_debug_shows_the_traceback(world, capsys, monkeypatch):
-    assert main(_train(world, "optim.lr=abc") + ["--debug"]) == 2  # after the command too
-    assert "Traceback" in capsys.readouterr().err
-    monkeypatch.setenv("LRFORMER_DEBUG", "1")
-    assert main(_train(world, "optim.lr=abc")) == 2
-    assert "Traceback" in capsys.readouterr().err
-    monkeypatch.setenv("LRFORMER_DEBUG", "false")
-    assert main(_train(world, "optim.lr=abc")) == 2
-    assert "Traceback" not in capsys.readouterr().err
+def test_anything_else_is_an_internal_error_with_the_debug_hint(monkeypatch, capsys):
+    from lrformer.cli import flops
+
+    bug = " (rerun with --debug for the traceback, and please report it)"
+    for error, expected in [
+        (KeyError("embed_dims"), "internal error: KeyError: 'embed_dims'" + bug),
+        (ValueError("bad shape\nmore"), "internal error: ValueError: bad shape" + bug),
+        (PermissionError(13, "Permission denied", "/x/y.pth"), "/x/y.pth: Permission denied"),  # the system's
+        (OSError(28, "No space left on device"), "No space left on device"),
+    ]:
+        monkeypatch.setattr(flops, "run", lambda args, error=error: (_ for _ in ()).throw(error))
+        assert main(["flops", "--model", "lrformer_t"]) == 2
+        assert error_line(capsys) == f"lrformer flops: error: {expected}"

@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "official_reference.py"
 
@@ -30,3 +31,6 @@ def test_the_official_structure_reproduces_the_parity_outputs(tiny_cases, tiny_c
             for ours, official in zip(features, case["features"] or ()):  # kept for the first case only
                 torch.testing.assert_close(ours, official, rtol=0, atol=1e-4)
             torch.testing.assert_close(model.decode_head(features), case["logits"], rtol=0, atol=1e-4)
+            x = case["input"].float()  # forward: encode_decode, the logits resized to the input
+            expected = F.interpolate(case["logits"].float(), x.shape[-2:], mode="bilinear", align_corners=False)
+            torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-4)

@@ -1,9 +1,10 @@
-"""The tiny parity cases: official features and logits reproduced in float32 on CPU."""
+"""The tiny parity cases: official features, logits and class scores reproduced in float32 on CPU."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lrformer
 
@@ -27,13 +28,17 @@ def test_tiny_parity(cases_file, tiny_checkpoint):
     with torch.no_grad():
         for case in data["cases"]:
             x = case["input"].float()
+            features = model.forward_features(x)
             if case["features"] is not None:
-                for ours, official in zip(model.backbone(x), case["features"], strict=True):
+                for ours, official in zip(features, case["features"], strict=True):
                     assert ours.shape == official.shape
                     assert (ours - official).abs().max().item() < TOLERANCE
-            logits = model(x)
+            logits = model.forward_head(features)  # the official decode-head output, at stride 8
             assert logits.shape == case["logits"].shape
             assert (logits - case["logits"]).abs().max().item() < TOLERANCE
+            # model(x): the official encode_decode, logits resized to the input size
+            expected = F.interpolate(case["logits"].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            assert (model(x) - expected).abs().max().item() < TOLERANCE
 
 
 def test_fp16_weights_are_cast_to_the_model_dtype(tiny_model, tiny_cases):

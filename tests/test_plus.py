@@ -1,4 +1,5 @@
-"""LRFormer+ (LRFormer + Mask2Former head): parity with the official head, layouts, predict/eval."""
+"""LRFormer+ (LRFormer + Mask2Former head): parity with the official head, layouts, predict/eval, the
+decode-head contract (scores, loss, layout)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import lrformer
 from lrformer.cli.main import main
+from lrformer.engine.losses import TrainingObjective
+from lrformer.models import DecodeHead
+from lrformer.models.mask2former import Mask2FormerCriterion, Mask2FormerOutput
 from lrformer.models.registry import OVERRIDE_KEYS, PLUS_OVERRIDE_KEYS
 
 from .conftest import DATA, SHARED_PARITY
@@ -101,9 +106,10 @@ def test_plus_predict_and_eval_use_the_pad_pipeline(tmp_path, tiny_plus, capsys)
                     "test: {scale: [256, 64]}\n")  # fmt: skip
     assert main(["eval", "--model", str(model_file), "--data", str(spec), "--data-root", str(root),
                  "--workers", "0", "--json", str(tmp_path / "m.json")]) == 0  # fmt: skip
-    assert json.loads((tmp_path / "m.json").read_text())["mIoU"] is not None
+    metrics = json.loads((tmp_path / "m.json").read_text())
     assert main(["predict", "--model", str(model_file), str(root / "img"), "--out", str(tmp_path / "out"),
                  "--workers", "0", "--scale", "256", "64"]) == 0  # fmt: skip
+    intersection, union, area = np.zeros(5), np.zeros(5), np.zeros(5)
     for i, shape in enumerate([(70, 90), (50, 40)]):  # the official LRFormer+ pipeline, written out
         expected = reference_scores(tiny_plus, root / "img" / f"{i}.png", scale=(256, 64), pipeline="pad")
         mask = confident(expected).numpy()
@@ -111,3 +117,65 @@ def test_plus_predict_and_eval_use_the_pad_pipeline(tmp_path, tiny_plus, capsys)
         label = np.asarray(Image.open(tmp_path / "out" / f"{i}.png"))
         assert label.shape == shape
         np.testing.assert_array_equal(label[mask], expected.argmax(0).numpy()[mask])
+        truth = cv2.imread(str(root / "ann" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        for c in range(5):  # eval's numbers, from the predicted maps, by hand
+            intersection[c] += ((label == c) & (truth == c)).sum()
+            union[c] += ((label == c) | (truth == c)).sum()
+            area[c] += (truth == c).sum()
+    assert metrics["mIoU"] == pytest.approx(100 * np.mean(intersection[union > 0] / union[union > 0]), abs=0.006)
+    assert metrics["aAcc"] == pytest.approx(100 * intersection.sum() / area.sum(), abs=0.006)
+
+
+def test_plus_model_output_is_the_semantic_scores_at_the_input_size(tiny_plus):
+    """``model(x)`` = ``decode_head.predict(features, (H, W))``: per pixel, the sum over queries of the
+    class probabilities (no "no object") times the mask probability upsampled to the input size,
+    of the last prediction in the head's raw output."""
+    x = torch.randn(1, 3, 70, 90, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = tiny_plus.forward_features(x)
+        output = tiny_plus.forward_head(features)
+        scores = tiny_plus(x)
+        other = tiny_plus.decode_head.predict(features, (40, 33))
+    assert isinstance(output, Mask2FormerOutput) and isinstance(tiny_plus.decode_head, DecodeHead)
+    class_logits, mask_logits = output  # a tuple of per-layer lists, as before
+    assert class_logits is output.class_logits and len(mask_logits) == 4  # before the 3 layers, and after each
+    assert class_logits[-1].shape == (1, 20, 6) and mask_logits[-1].shape == (1, 20, 18, 23)
+    probabilities = class_logits[-1].softmax(-1)[0, :, :5]  # (Q, C)
+    for size, ours in (((70, 90), scores), ((40, 33), other)):
+        masks = F.interpolate(mask_logits[-1], size, mode="bilinear", align_corners=False)[0].sigmoid()
+        expected = sum(probabilities[q].view(5, 1, 1) * masks[q] for q in range(20))
+        assert ours.shape == (1, 5, *size) and ours.dtype == torch.float32
+        torch.testing.assert_close(ours[0], expected, rtol=0, atol=1e-5)
+
+
+def test_plus_loss_is_the_criterion_and_keeps_the_released_layout(tiny_plus):
+    """``decode_head.loss`` and the training objective are the Mask2Former criterion on float32
+    predictions; the criterion is built per call, so the state dict never gains a key."""
+    pytest.importorskip("scipy")
+    keys = list(tiny_plus.state_dict())
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 64, 64, generator=generator)
+    labels = torch.randint(0, 5, (2, 64, 64), generator=generator)
+    labels[1, 40:] = 255
+    with torch.no_grad():
+        output = tiny_plus.forward_head(tiny_plus.forward_features(x))
+        torch.manual_seed(7)  # the criterion's random points
+        terms = tiny_plus.decode_head.loss(output, labels)
+        torch.manual_seed(7)
+        direct = Mask2FormerCriterion(5)(output.class_logits, output.mask_logits, labels)
+        torch.manual_seed(7)
+        loss, logged = TrainingObjective(tiny_plus)(x, labels)  # eval mode: the same output
+    assert len(terms) == 1 + 3 * 4 and terms.keys() == direct.keys()
+    for name, value in direct.items():
+        assert terms[name].item() == value.item(), name
+    assert loss.item() == direct["loss"].item() and logged.keys() == direct.keys() - {"loss"}
+    assert direct["loss"].item() == pytest.approx(sum(v.item() for k, v in direct.items() if k != "loss"), rel=1e-6)
+    assert list(tiny_plus.state_dict()) == keys and not any("criterion" in k for k in keys)
+    assert not any(isinstance(m, Mask2FormerCriterion) for m in tiny_plus.modules())
+
+
+def test_plus_attention_elements_count_the_masked_cross_attention(tiny_plus):
+    head = tiny_plus.decode_head
+    assert head.attention_elements(64, 32) == 8 * 20 * 64 * 32  # heads x queries x stride-8 tokens
+    backbone = tiny_plus.backbone.attention_elements(512, 256)
+    assert tiny_plus.attention_elements(512, 256) == max(backbone, 8 * 20 * 64 * 32)

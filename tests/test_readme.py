@@ -35,7 +35,7 @@ def workspace(tmp_path_factory) -> Path:
     model = lrformer.create_model("lrformer_t")
     torch.save({"state_dict": model.state_dict()}, folder / "lrformer_t_ade20k.pth")
     run = lrformer.create_model("lrformer_t", num_classes=3)  # what lrformer train writes
-    description = lrformer.models.factory.describe(
+    description = lrformer.models.factory.model_description(
         run, ["sky", "road", "car"], [[0, 0, 255]] * 3, {"scale": [512, 128]}
     )
     (folder / "work_dirs" / "my_run").mkdir(parents=True)

@@ -21,7 +21,7 @@ from lrformer import Predictor  # noqa: E402
 from lrformer.cli.main import build_parser  # noqa: E402
 from lrformer.image.visualize import class_table  # noqa: E402
 from lrformer.inference import prepare  # noqa: E402
-from lrformer.serving.app import ServeOptions, create_app  # noqa: E402
+from lrformer.serving.app import ServeOptions, create_app, error_response  # noqa: E402
 from lrformer.serving.worker import Busy, Closed, InferenceWorker  # noqa: E402
 
 from .helpers import synthetic_photo  # noqa: E402
@@ -107,6 +107,28 @@ def test_bad_uploads_are_4xx_and_the_server_stays_healthy(client, tmp_path):
     assert client.post("/predict", content=png).status_code == 200
 
 
+def test_statuses_come_from_the_error_types(predictor, description):
+    from lrformer import errors
+
+    expected = {
+        errors.InputError("x"): 400, errors.ConfigError("x"): 400, errors.ImageReadError("x"): 415,
+        errors.ImageTooLargeError("x"): 413, errors.UploadTooLargeError("x"): 413, errors.ServerBusyError("x"): 503,
+        errors.ServerClosingError("x"): 503, errors.DeadlineError("x"): 504, MemoryError("x"): 500, KeyError("x"): 500,
+    }  # fmt: skip
+    options = ServeOptions(retry_after_s=7)
+    for exc, status in expected.items():
+        answer = error_response(exc, options)
+        assert answer.status_code == status, exc
+        assert (answer.headers.get("retry-after") == "7") == (status == 503), exc
+    assert Busy is errors.ServerBusyError and Closed is errors.ServerClosingError  # the former names
+    png = _png(synthetic_photo(64, 64))  # 4096 pixels
+    with TestClient(create_app(predictor, description, ServeOptions(max_pixels=4000))) as client:
+        refused = client.post("/predict", content=png)
+        assert refused.status_code == 413 and "64x64 is 0 megapixels, above the limit of 0" in refused.json()["error"]
+    with TestClient(create_app(predictor, description, ServeOptions(max_pixels=4096))) as client:
+        assert client.post("/predict", content=png).status_code == 200
+
+
 class _Slow:
     """A predictor stand-in that blocks until released (``started`` is set when it is entered)."""
 
@@ -176,6 +198,22 @@ def test_worker_refuses_beyond_its_queue_and_survives_errors(predictor, descript
 def test_serve_listens_on_this_machine_only_by_default():
     args = build_parser().parse_args(["serve", "--weights", "w.pth"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_served_model_info_names_every_class_in_its_colour(predictor):
+    from lrformer.cli.outputs import Legend
+    from lrformer.cli.serve import served_model_info
+
+    model = predictor.model
+    palette = np.array(PALETTE + [[1, 2, 3]], dtype=np.uint8)  # one colour more than classes: not served
+    info = served_model_info(model, predictor, Legend(palette, None))
+    assert info["name"] == "lrformer_t" and info["num_classes"] == 5
+    assert info["classes"] == ["class 0", "class 1", "class 2", "class 3", "class 4"]  # unnamed classes
+    assert info["palette"] == PALETTE and all(type(v) is int for color in info["palette"] for v in color)
+    test = json.loads(json.dumps(info))["test"]  # what GET /model sends
+    assert test["scale"] == list(predictor.config.scale) and test["mode"] == predictor.config.mode
+    named = served_model_info(model, predictor, Legend(palette, NAMES + ["unused"]))
+    assert named["classes"] == NAMES
 
 
 def test_loopback_load_every_answer_correct(tiny_model_file):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from lrformer.data.datasets import load_spec
 from lrformer.engine.config import load_config
 from lrformer.engine.optim import build_optimizer, build_scheduler, lr_factor
 from lrformer.engine.trainer import Trainer, TrainingDiverged
+from lrformer.models.mask2former import Mask2FormerCriterion
 
 TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32}
 
@@ -269,10 +271,29 @@ def test_plus_model_trains_with_the_mask2former_objective(tmp_path, tiny_data):
     config["schedule"]["max_iters"] = 3
     config["train"]["val_interval"] = 3
     trainer = Trainer(config, tmp_path)
-    assert trainer.objective.criterion is not None
+    first: dict = {}
+    step = trainer.train_step
+
+    def recorded_step(images, labels):  # what the first step starts from: weights, batch, random state
+        if not first:
+            first.update(state=copy.deepcopy(trainer.model.state_dict()), rng=torch.get_rng_state(),
+                         images=images.clone(), labels=labels.clone())  # fmt: skip
+        return step(images, labels)
+
+    trainer.train_step = recorded_step
     trainer.train()
     losses = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+    logged = [r["value"] for r in losses if r["tag"] == "train/loss"]
     assert [r["iter"] for r in losses if r["tag"] == "train/loss"] == [1, 2, 3]
     assert any(r["tag"] == "val/mIoU" for r in losses)
     model = lrformer.create_model("lrformer_t_plus", num_classes=5, **plus)
     assert lrformer.load_checkpoint(model, tmp_path / "iter_3.pth").ok
+    # the first logged loss is the Mask2Former criterion, called directly on the network's outputs
+    model = lrformer.create_model("lrformer_t_plus", num_classes=5, **plus, drop_path_rate=0.0).train()
+    model.load_state_dict(first["state"])
+    torch.set_rng_state(first["rng"])
+    class_logits, mask_logits = model.decode_head(model.backbone(first["images"]))
+    direct = Mask2FormerCriterion(5)(
+        [c.float() for c in class_logits], [m.float() for m in mask_logits], first["labels"]
+    )
+    assert logged[0] == pytest.approx(direct["loss"].item(), rel=1e-6) and 5 < logged[0] < 100

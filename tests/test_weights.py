@@ -55,7 +55,7 @@ def test_hub_names_resolve_offline_from_the_cache_with_the_same_strictness(tmp_p
     result = run_offline(
         f"""
 import json, torch, lrformer
-from lrformer.models.checkpoint import CheckpointMismatchError
+from lrformer.models.weight_loading import CheckpointMismatchError
 config = json.loads({config!r})
 expected = torch.load({str(tmp_path / "expected.pt")!r})
 for name in ("hf-hub:owner/LRFormer-Models/ade20k/tiny.pth", "hf-hub:owner/LRFormer-Models/ade20k/tiny.pth@main",
@@ -102,6 +102,35 @@ def test_a_malformed_hub_name_says_the_form(name):
         read_checkpoint(name)
 
 
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("LocalEntryNotFoundError", "it is not in the local Hub cache and downloads are off"),
+        ("GatedRepoError", "owner/repo needs you to log in and accept its terms"),  # a RepositoryNotFoundError too
+        ("RepositoryNotFoundError", "no repository owner/repo (or it is private)"),
+        ("RevisionNotFoundError", "owner/repo has no revision 'v9'"),
+        ("EntryNotFoundError", "owner/repo has no file 'dir/w.pth'"),
+        (None, "the network is down"),
+    ],
+)
+def test_hub_failures_are_told_apart_by_exception_class(kind, reason, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub import utils
+
+    # a message naming another kind: only the class may decide
+    error_type = getattr(utils, kind) if kind else ConnectionError
+    error = error_type.__new__(error_type, "the network is down (RepositoryNotFoundError? offline?)")
+
+    def download(**kwargs):
+        raise error
+
+    monkeypatch.setattr(hub, "hf_hub_download", download)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint("hf-hub:owner/repo/dir/w.pth@v9")
+    assert str(info.value).startswith(f"cannot get hf-hub:owner/repo/dir/w.pth@v9: {reason}")
+    assert info.value.__cause__ is error
+
+
 def test_hub_names_ask_for_the_hub_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(MissingExtraError, match=r'needs huggingface_hub: pip install "lrformer\[hub\]"'):
@@ -127,7 +156,7 @@ def test_a_safetensors_copy_predicts_bit_identically_without_pickle(tmp_path, ti
 
 def test_convert_weights_keeps_the_description_drops_training_state_and_halves(tmp_path, tiny_cases):
     model = lrformer.create_model("lrformer_t", **tiny_cases["config"])
-    description = lrformer.models.factory.describe(
+    description = lrformer.models.factory.model_description(
         model, ["a", "b", "c", "d", "e"], [[1, 2, 3]] * 5, {"scale": [64, 32]}
     )
     training = tmp_path / "iter_4.pth"

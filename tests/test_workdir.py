@@ -15,10 +15,13 @@ import time
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from lrformer.cli.main import main
 from lrformer.data import synthetic
+from lrformer.engine import trainer as trainer_module
 from lrformer.engine.config import load_config
+from lrformer.engine.distributed import DistInfo
 from lrformer.engine.trainer import Trainer
 from lrformer.errors import WorkDirError
 
@@ -58,6 +61,49 @@ def test_a_second_run_in_the_same_dir_is_refused(tmp_path, data):
         Trainer(load_config(None, _overrides(data)), tmp_path / "w")
     first.train()  # ends the first run: the lock is free again
     Trainer(load_config(None, _overrides(data)), tmp_path / "w", resume=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_lock_is_released_by_close_and_by_leaving_the_with_block(tmp_path, data):
+    work = tmp_path / "w"
+    with pytest.raises(_Stop), Trainer(load_config(None, _overrides(data)), work):
+        with pytest.raises(WorkDirError, match="in use by another training run"):
+            Trainer(load_config(None, _overrides(data)), work)
+        raise _Stop  # an error inside the block releases the lock too
+    trainer = Trainer(load_config(None, _overrides(data)), work)  # free again
+    with pytest.raises(WorkDirError, match="in use by another training run"):
+        Trainer(load_config(None, _overrides(data)), work)
+    trainer.close()
+    trainer.close()  # a second close does nothing
+    Trainer(load_config(None, _overrides(data)), work).close()
+    # a build step failing after the lock was taken (a checkpoint past max_iters) releases it as well
+    Trainer(load_config(None, _overrides(data, iters=4)), work).train()
+    with pytest.raises(ValueError, match="past schedule.max_iters 2"):
+        Trainer(load_config(None, _overrides(data, iters=2)), work, resume=True)
+    with Trainer(load_config(None, _overrides(data, iters=4)), work, resume=True) as trainer:
+        assert trainer.iteration == 4
+
+
+def test_close_destroys_only_a_process_group_the_trainer_created(tmp_path, data, monkeypatch):
+    def join_alone(device):  # a one-process gloo group in place of the one torchrun describes
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        return DistInfo()
+
+    monkeypatch.setattr(trainer_module, "init_distributed", join_alone)
+    with Trainer(load_config(None, _overrides(data)), tmp_path / "a"):
+        assert dist.is_initialized()
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # the caller's own group
+    try:
+        monkeypatch.setattr(trainer_module, "init_distributed", lambda device: DistInfo())
+        with Trainer(load_config(None, _overrides(data)), tmp_path / "b"):
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_an_earlier_run_is_refused_unless_resume_or_force(tmp_path, data, capsys):
@@ -125,11 +171,11 @@ def test_the_users_files_and_an_earlier_best_checkpoint_are_kept(tmp_path, data,
 
 
 def _fake_validation(trainer, miou):
-    from lrformer.engine import checkpointing
+    from lrformer.engine import training_checkpoints
 
     if miou > trainer.best_miou:
         trainer.best_miou = miou
-        checkpointing.save_best(trainer.work_dir, trainer.state(), trainer.iteration)
+        training_checkpoints.save_best(trainer.work_dir, trainer.state(), trainer.iteration)
 
 
 def test_pruning_keeps_what_this_run_did_not_write(tmp_path, data):
@@ -143,7 +189,7 @@ def test_pruning_keeps_what_this_run_did_not_write(tmp_path, data):
 
 RUNNER = """
 import json, sys, time, torch
-from lrformer.engine import checkpointing
+from lrformer.engine import training_checkpoints
 from lrformer.engine.config import load_config
 from lrformer.engine.trainer import Trainer
 from lrformer.utils import atomic_path
@@ -153,7 +199,7 @@ def slow_save(path, state):  # a slow disk: some kills land while a checkpoint i
         torch.save(state, tmp)
         time.sleep(0.15)
 
-checkpointing.save = slow_save
+training_checkpoints.save = slow_save
 Trainer(load_config(None, json.loads(sys.argv[1])), sys.argv[2], resume=True).train()
 """
 

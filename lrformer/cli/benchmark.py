@@ -113,14 +113,12 @@ def _run_inference(args: argparse.Namespace) -> int:
 
     from .. import create_model, reparameterize_model
     from ..benchmarking import benchmark
+    from ..utils import require_extra
     from .common import check_output_file, check_run_options
 
     check_run_options(args)
     if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
+        require_extra("matplotlib", "plot", "--plot")
     check_output_file(args.csv, "--csv", (args.model,))
     check_output_file(args.plot, "--plot", (args.model,))
     if args.threads:
@@ -214,14 +212,10 @@ def _write_csv(path: str | None, rows: list[dict]) -> None:
 
 
 def _plot(rows: list[dict], path: str, title: str) -> None:
-    try:
-        import matplotlib
+    from ..utils import atomic_path, require_extra
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from exc
-    from ..utils import atomic_path
+    require_extra("matplotlib", "plot", "--plot").use("Agg")
+    import matplotlib.pyplot as plt
 
     pixels = [r["height"] * r["width"] / 1e6 for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))

@@ -1,11 +1,23 @@
-"""Arguments and helpers shared by the commands that run a model on images."""
+"""Arguments and helpers shared by the commands that run a model on images.
+
+Defining the arguments imports nothing heavy (``lrformer --help`` loads neither PyTorch nor
+OpenCV); the helpers that run import what they need.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..inference import MMSEG_TTA_RATIOS, InferenceConfig
+from ..errors import ConfigError, InputError
+from ..image.pipeline import MMSEG_TTA_RATIOS
+
+if TYPE_CHECKING:
+    from ..image.pipeline import InferenceConfig
 
 
 def positive_int(text: str) -> int:
@@ -73,16 +85,15 @@ def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
 
 def check_run_options(args: argparse.Namespace) -> None:
     """Check, before anything is written, ``--device`` (``auto`` replaced by the device it picks),
-    ``--precision`` on that device and the pixel limit (``--max-pixels`` is passed on to the
-    decoding processes through ``LRFORMER_MAX_PIXELS``), for the commands that have them."""
-    import os
-
+    ``--precision`` on that device and, for the commands that have ``--max-pixels``, the pixel
+    limit (``None`` replaced by ``LRFORMER_MAX_PIXELS`` or the default, so a malformed variable is
+    named now; the limit is then passed to the decoders as an argument)."""
     from ..devices import autocast_dtype, check_device
-    from ..image.io import max_pixels
 
-    if getattr(args, "max_pixels", None):
-        os.environ["LRFORMER_MAX_PIXELS"] = str(args.max_pixels)
-    max_pixels()  # a malformed LRFORMER_MAX_PIXELS is named now
+    if hasattr(args, "max_pixels"):
+        from ..image.io import pixel_limit
+
+        args.max_pixels = pixel_limit(args.max_pixels)
     args.device = check_device(args.device, "--device", "--device cpu")
     if getattr(args, "precision", None):
         autocast_dtype(args.precision, args.device)
@@ -138,7 +149,7 @@ def inference_config(args: argparse.Namespace, base: InferenceConfig) -> Inferen
         changes["tta_ratios"] = tuple(args.tta_ratios or MMSEG_TTA_RATIOS)
         changes["flip"] = not args.no_flip
     elif args.tta_ratios:
-        raise ValueError("--tta-ratios needs --tta")
+        raise ConfigError("--tta-ratios needs --tta: add --tta, or drop --tta-ratios")
     return replace(base, **changes)
 
 
@@ -148,7 +159,6 @@ def load_model(args: argparse.Namespace):
     ``args.device`` is checked first and ``auto`` replaced by the device it picks."""
     from .. import create_model, reparameterize_model
     from ..devices import check_device
-    from ..errors import ConfigError
 
     args.device = check_device(args.device, "--device", "--device cpu")
     if args.model is None and args.weights is None:
@@ -164,11 +174,6 @@ def check_output_file(path: str | None, option: str, inputs: tuple = (), input_f
     """Refuse, before any work, an output file option that is empty, names a folder, one of the
     ``inputs`` (e.g. ``--weights``), a file inside one of the ``input_folders`` (e.g.
     ``--data-root``), or a place that cannot be written."""
-    import os
-    from pathlib import Path
-
-    from ..errors import InputError
-
     if path is None:
         return
     if not str(path).strip():
@@ -187,19 +192,12 @@ def check_output_file(path: str | None, option: str, inputs: tuple = (), input_f
 
 def is_inside(path, folder) -> bool:
     """Whether ``path`` is ``folder`` or below it, links resolved."""
-    import os
-
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def ensure_writable(folder, option: str) -> None:
     """Create ``folder`` and check that a file can be written there, or raise ``InputError`` naming ``option``."""
-    import tempfile
-    from pathlib import Path
-
-    from ..errors import InputError
-
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.iters:
         overrides.append(f"schedule.max_iters={args.iters}")
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", overrides)
-    trainer = Trainer(config, args.work_dir, force=True)  # a re-run replaces the previous demo run
-    print(f"[2/3] training LRFormer-T for {config['schedule']['max_iters']} iterations on {trainer.device}")
-    trainer.train()
+    with Trainer(config, args.work_dir, force=True) as trainer:  # a re-run replaces the previous demo run
+        print(f"[2/3] training LRFormer-T for {config.schedule.max_iters} iterations on {trainer.device}")
+        trainer.train()
     print("[3/3] evaluating on the validation images and drawing overlays")
     dataset = SegmentationDataset(load_spec(spec_path), data_dir, "val")
     model = trainer.model.eval()

@@ -18,10 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    from .. import count_flops, create_model
+    from ..flops import count_macs
+    from ..models import create_model
 
     model = create_model(args.model, num_classes=args.num_classes)
-    result = count_flops(model, tuple(args.size))
+    result = count_macs(model, tuple(args.size))
     name = model.config.get("name", args.model)
     print(f"model:  {name}  input 1x3x{args.size[0]}x{args.size[1]}")
     print(f"MACs:   {result.macs / 1e9:.2f} G  (the paper's 'FLOPs')")

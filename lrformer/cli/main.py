@@ -64,29 +64,33 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the error boundary: one line, the traceback only on request
         if debug:
             traceback.print_exc()
-        print(f"lrformer {args.command}: error: {describe(exc, debug)}", file=sys.stderr)
+        print(f"lrformer {args.command}: error: {error_line(exc, debug)}", file=sys.stderr)
         return 2
 
 
-def describe(exc: BaseException, debug: bool = False) -> str:
-    """One line for an exception: the message of a user's mistake, or an internal error to report."""
+def error_line(exc: BaseException, debug: bool = False) -> str:
+    """One line for an exception: a user's mistake (:class:`~lrformer.errors.LRFormerError`) says
+    its message, a system error (``OSError``: a missing file, a permission, a full disk) its file and
+    reason, and anything else is an internal error to report, named by its type."""
     from ..errors import LRFormerError
 
-    message = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, LRFormerError) and exc.summary and not debug:
-        return exc.summary
-    user = isinstance(exc, (LRFormerError, ValueError, OSError, KeyError)) and not isinstance(exc, UnicodeError)
-    if isinstance(exc, KeyError) and exc.args:
-        message = str(exc.args[0])
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
-        message = f"{exc.filename}: {exc.strerror or message}"
-    lines = message.splitlines()
-    line = lines[0] + (" (--debug shows the full message)" if len(lines) > 1 and not debug else "")
-    if not user:
-        return (
-            f"internal error: {type(exc).__name__}: {line} (rerun with --debug for the traceback, and please report it)"
-        )
-    return line
+    more = "" if debug else " (--debug shows the full message)"
+    if isinstance(exc, LRFormerError):
+        if exc.summary and not debug:
+            return exc.summary
+        return _first_line(str(exc).strip() or type(exc).__name__, more)
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc).strip() or type(exc).__name__
+        names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+        return _first_line(f"{' -> '.join(names)}: {reason}" if names else reason, more)
+    line = _first_line(str(exc).strip() or "(no message)", "")
+    return f"internal error: {type(exc).__name__}: {line} (rerun with --debug for the traceback, and please report it)"
+
+
+def _first_line(message: str, more: str) -> str:
+    """The first line of ``message``, followed by ``more`` when there are others."""
+    lines = message.splitlines() or [""]
+    return lines[0] + (more if len(lines) > 1 else "")
 
 
 if __name__ == "__main__":

@@ -54,41 +54,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
 
 
-class _Images:
-    """Dataset decoding and preparing images in loader workers; errors are returned, not raised."""
-
-    def __init__(self, items: list[tuple[Path, str]], config, keep_image: bool) -> None:
-        self.items, self.config, self.keep_image = items, config, keep_image
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        from ..inference import ImageReadError, prepare
-
-        path, name = self.items[index]
-        try:
-            return path, name, prepare(path, self.config, keep_image=self.keep_image), None
-        except ImageReadError as exc:
-            return path, name, None, str(exc)
-        except Exception as exc:  # any other failure of one file must not stop the run
-            return path, name, None, f"{path}: {type(exc).__name__}: {exc}"
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from ..errors import InputError
-    from ..image.video import VideoWriteError
-    from ..inference import ImageReadError, Predictor
+    from ..inference import Predictor
     from ..inference.predictor import model_defaults
     from .common import check_run_options, inference_config, load_model
-    from .inputs import check_output_folder, collect_inputs, is_video_file, output_names
     from .outputs import ImageOutputs, Legend
-    from .video import segment_video
 
     check_run_options(args)
+    images, videos, errors = _collect(args)
+    model = load_model(args)
+    predictor = Predictor(
+        model, inference_config(args, model_defaults(model)), device=args.device, precision=args.precision
+    )
+    out = Path(args.out)
+    outputs = ImageOutputs(out, Legend.for_model(model, predictor.num_classes, args.palette), args)
+    _segment_images(images, predictor, outputs, args, errors)
+    frames = _segment_videos(videos, out, predictor, outputs.legend, args, errors)
+    summary = f"segmented {outputs.done} image(s)" + (
+        f" and {frames} frame(s) of {len(videos)} video(s)" if videos else ""
+    )
+    print(f"{summary} into {out}" + (f"; {len(errors)} failed:" if errors else ""))
+    for error in errors:
+        print(f"  {error}")
+    return 1 if errors else 0
+
+
+Named = list[tuple[Path, str]]
+"""Input files with the names of their outputs."""
+
+
+def _collect(args: argparse.Namespace) -> tuple[Named, Named, list[str]]:
+    """The images and videos to segment, each with its output name, and the inputs that could not
+    be used; refuses an unusable ``--out`` or set of options before the model is loaded."""
+    from ..errors import InputError
+    from .inputs import check_output_folder, collect_inputs, is_video_file, output_names
+
     files, errors, notes = collect_inputs(args.inputs)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -97,42 +97,60 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(files)
     if not args.out.strip():
         raise InputError("--out is empty: give the folder to write to (an unset shell variable?)")
-    out = Path(args.out)
-    check_output_folder(out, args.inputs, files)  # before the model is loaded and run
-    is_video = [is_video_file(f) for f in files]
-    videos = [(f, n) for f, n, v in zip(files, names, is_video) if v]
-    images = [(f, n) for f, n, v in zip(files, names, is_video) if not v]
+    check_output_folder(Path(args.out), args.inputs, files)
+    images: Named = []
+    videos: Named = []
+    for file, name in zip(files, names):
+        (videos if is_video_file(file) else images).append((file, name))
     if videos and args.no_overlay and not (args.panel or args.frames or args.json):
         raise InputError(
             f"{videos[0][0]} is a video, and with --no-overlay nothing would be written for it: add --frames "
             "(a label map per frame), --json (class fractions) or --panel"
         )
-    model = load_model(args)
-    predictor = Predictor(
-        model, inference_config(args, model_defaults(model)), device=args.device, precision=args.precision
+    return images, videos, errors
+
+
+def _segment_images(images: Named, predictor, outputs, args: argparse.Namespace, errors: list[str]) -> None:
+    """Segment ``images`` into ``outputs``, decoded and prepared in ``args.workers`` loader processes
+    and run ``args.batch_size`` at a time; a file that fails is added to ``errors`` (shown in the
+    progress bar's count) and does not stop the run."""
+    import torch
+    from tqdm import tqdm
+
+    from ..inference import PreparedImages
+
+    dataset = PreparedImages(
+        [path for path, _ in images], predictor.config, outputs.keep_image, args.max_pixels, return_errors=True
     )
-    outputs = ImageOutputs(out, Legend.for_model(model, predictor.num_classes, args.palette), args)
     loader = torch.utils.data.DataLoader(
-        _Images(images, predictor.config, outputs.keep_image), batch_size=args.batch_size,
-        num_workers=args.workers if images else 0, collate_fn=list, shuffle=False,
-    )  # fmt: skip
+        dataset, batch_size=args.batch_size, num_workers=args.workers if images else 0, collate_fn=list, shuffle=False
+    )
     with tqdm(total=len(images), unit="img", disable=len(images) < 2, file=sys.stderr) as bar:
         for batch in loader:
-            for *_, error in batch:
-                if error:
-                    errors.append(error)
-                    tqdm.write(f"error: {error}", file=sys.stderr)
-            good = [b for b in batch if b[3] is None]
-            labels = predictor.predict_prepared([b[2] for b in good], args.batch_size) if good else []
-            for (path, name, prepared, _), label in zip(good, labels):
-                errors += outputs.write(name, path, prepared.bgr, label)
-                prepared.bgr = None  # drawn into; free it before the next image
+            for item in batch:
+                if item.error:
+                    errors.append(item.error)
+                    tqdm.write(f"error: {item.error}", file=sys.stderr)
+            good = [item for item in batch if item.error is None]
+            labels = predictor.predict_prepared([item.prepared for item in good], args.batch_size) if good else []
+            for item, label in zip(good, labels):
+                path, name = images[item.index]
+                errors += outputs.write(name, path, item.prepared.bgr, label)
+                item.prepared.bgr = None  # drawn into; free it before the next image
             bar.update(len(batch))
             bar.set_postfix(failed=len(errors))
+
+
+def _segment_videos(videos: Named, out: Path, predictor, legend, args: argparse.Namespace, errors: list[str]) -> int:
+    """Segment ``videos`` one after the other (:func:`~.video.segment_video`) and return the frames
+    segmented; an unreadable or unwritable video or frame is added to ``errors`` and does not stop the run."""
+    from ..errors import ImageReadError, VideoWriteError
+    from .video import segment_video
+
     frames = 0
     for path, name in videos:
         try:
-            done, problems, remarks = segment_video(path, name, out, predictor, outputs.legend, args)
+            done, problems, remarks = segment_video(path, name, out, predictor, legend, args)
         except (ImageReadError, VideoWriteError) as exc:
             errors.append(str(exc))
             continue
@@ -140,10 +158,4 @@ def run(args: argparse.Namespace) -> int:
         errors += problems
         for remark in remarks:
             print(f"note: {remark}", file=sys.stderr)
-    summary = f"segmented {outputs.done} image(s)" + (
-        f" and {frames} frame(s) of {len(videos)} video(s)" if videos else ""
-    )
-    print(f"{summary} into {out}" + (f"; {len(errors)} failed:" if errors else ""))
-    for error in errors:
-        print(f"  {error}")
-    return 1 if errors else 0
+    return frames

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "example: lrformer serve --weights work_dirs/demo/iter_500.pth   # then open http://127.0.0.1:8000"
 
 
-def describe(model, predictor, legend) -> dict:
+def served_model_info(model, predictor, legend) -> dict:
     """What ``GET /model`` answers: variant, classes, palette and test settings."""
     import dataclasses
 
@@ -40,7 +40,6 @@ def describe(model, predictor, legend) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from ..inference import Predictor
     from ..inference.predictor import model_defaults
     from ..utils import require_extra
@@ -55,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     predictor = Predictor(model, model_defaults(model), device=args.device, precision=args.precision)
     legend = Legend.for_model(model, predictor.num_classes, args.palette)
-    options = ServeOptions(args.max_upload_mb << 20, args.queue, args.max_batch, args.timeout)
-    app = create_app(predictor, describe(model, predictor, legend), options)
-    print(f"serving {describe(model, predictor, legend)['name']} on http://{args.host}:{args.port} (Ctrl+C stops)")
+    options = ServeOptions(
+        args.max_upload_mb << 20, args.queue, args.max_batch, args.timeout, max_pixels=args.max_pixels
+    )
+    info = served_model_info(model, predictor, legend)
+    app = create_app(predictor, info, options)
+    print(f"serving {info['name']} on http://{args.host}:{args.port} (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.timeout)
     return 0

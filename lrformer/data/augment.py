@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..image.transforms import normalize, rescale_size
 
 
@@ -78,17 +79,17 @@ def build_resize(settings: dict) -> RandomResize | RandomChoiceResize:
     """The resize step from a mapping such as ``{type: RandomResize, scale: [2048, 512],
     ratio_range: [0.5, 2.0]}`` or ``{type: RandomChoiceResize, scales: [256, ..., 1024], max_size: 2048}``.
 
-    Raises ``ValueError`` naming the problem: an unknown type, a key the type does not take (e.g.
+    Raises :class:`~lrformer.errors.ConfigError` naming the problem: an unknown type, a key the type does not take (e.g.
     left over from a base config: ``_delete_: true`` replaces the whole mapping), a bad value.
     """
     if not isinstance(settings, dict) or settings.get("type") not in RESIZE_TYPES:
         got = settings.get("type") if isinstance(settings, dict) else settings
-        raise ValueError(f"type must be one of {', '.join(RESIZE_TYPES)}, got {got!r}")
+        raise ConfigError(f"type must be one of {', '.join(RESIZE_TYPES)}, got {got!r}")
     cls = RESIZE_TYPES[settings["type"]]
     names = [f.name for f in fields(cls)]
     extra = [k for k in settings if k != "type" and k not in names]
     if extra:
-        raise ValueError(
+        raise ConfigError(
             f"{cls.__name__} takes {', '.join(names)}, not {', '.join(extra)} (left over from a base config? "
             "add `_delete_: true` to the resize mapping to replace it whole)"
         )
@@ -96,14 +97,14 @@ def build_resize(settings: dict) -> RandomResize | RandomChoiceResize:
     if cls is RandomResize:
         scale, ratios = kwargs.get("scale", RandomResize.scale), kwargs.get("ratio_range", RandomResize.ratio_range)
         if not _numbers(scale, int, 2) or not _numbers(ratios, (int, float), 2) or not 0 < ratios[0] <= ratios[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"RandomResize needs scale [long, short] (two positive integers) and ratio_range [low, high] "
                 f"(0 < low <= high), got scale {scale!r}, ratio_range {ratios!r}"
             )
         return RandomResize(tuple(scale), tuple(float(r) for r in ratios))
     scales, max_size = kwargs.get("scales"), kwargs.get("max_size", RandomChoiceResize.max_size)
     if not _numbers(scales, int) or not _numbers([max_size], int, 1):
-        raise ValueError(
+        raise ConfigError(
             f"RandomChoiceResize needs scales (a list of positive short sides) and max_size (a positive "
             f"integer), got scales {scales!r}, max_size {max_size!r}"
         )

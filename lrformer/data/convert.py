@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import InputError, MissingFileError, UnknownNameError
 from ..utils import atomic_path
 from .datasets import read_label
 
@@ -37,7 +38,7 @@ def _convert_one(job: tuple[Path, Path, np.ndarray, str]) -> str | None:
     source, target, table, dataset = job  # the name travels with the job: spawned workers get a copy of the table
     try:
         label = read_label(source)
-    except ValueError as exc:
+    except InputError as exc:
         return str(exc)
     if label.max(initial=0) > 255:
         return f"{source}: value {label.max()} is not a {dataset} label id"
@@ -66,9 +67,9 @@ def convert(kind: str, root: str | Path, workers: int = 4, force: bool = False) 
         sources = sorted(p for p in base.rglob("*.png") if not p.name.endswith("_labelTrainIds.png"))
         target = lambda p: p.with_name(p.stem + "_labelTrainIds.png")  # noqa: E731
     else:
-        raise ValueError(f"unknown converter {kind!r}: cityscapes or cocostuff")
+        raise UnknownNameError(f"unknown converter {kind!r}: cityscapes or cocostuff")
     if not base.is_dir():
-        raise FileNotFoundError(f"{base} does not exist: ROOT must hold {base.name}/ ({kind} layout)")
+        raise MissingFileError(f"{base} does not exist: ROOT must hold {base.name}/ ({kind} layout)")
     dataset = {"cityscapes": "Cityscapes", "cocostuff": "COCO-Stuff"}[kind]
     jobs = [(p, target(p), table, dataset) for p in sources if force or not target(p).exists()]
     errors: list[str] = []

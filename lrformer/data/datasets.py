@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError, LabelValueError, MissingFileError, UnknownNameError
 from ..image.pipeline import InferenceConfig
-from ..utils import unknown_key_error
+from ..utils import read_mapping, unknown_key_error
 from .palettes import DATASETS as PALETTES
 
 logger = logging.getLogger(__name__)
@@ -75,23 +74,23 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
     if str(name_or_yaml) in BUILTIN:
         return BUILTIN[str(name_or_yaml)]
     path = Path(name_or_yaml)
+    if not path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        raise MissingFileError(f"dataset file {path} does not exist")
     if not path.is_file():
-        raise ValueError(
+        raise UnknownNameError(
             f"unknown dataset {str(name_or_yaml)!r}: use {', '.join(BUILTIN)} or a YAML file describing the layout"
         )
-    import yaml
-
-    data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    data = read_mapping(path, "dataset file", ", ".join(YAML_KEYS))
     for key in data:
         if key not in YAML_KEYS:
             raise unknown_key_error(key, YAML_KEYS, f"key in {path}:")
     missing = [k for k in ("img_dir", "ann_dir", "classes") if k not in data]
     if missing:
-        raise ValueError(f"{path}: missing required key(s) {missing}")
+        raise ConfigError(f"{path}: missing required key(s) {missing}")
     palette = data.get("palette")
     if palette is not None and len(palette) != len(data["classes"]):
-        raise ValueError(f"{path}: {len(palette)} palette colours for {len(data['classes'])} classes")
-    test = InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("test") or {}).items()})
+        raise ConfigError(f"{path}: {len(palette)} palette colours for {len(data['classes'])} classes")
+    test = InferenceConfig.from_dict(data.get("test"))
     return DatasetSpec(
         name=path.stem, img_dir=data["img_dir"], ann_dir=data["ann_dir"],
         img_suffix=data.get("img_suffix", ".jpg"), seg_map_suffix=data.get("seg_map_suffix", ".png"),
@@ -99,10 +98,6 @@ def load_spec(name_or_yaml: str | Path) -> DatasetSpec:
         reduce_zero_label=bool(data.get("reduce_zero_label", False)), ignore_index=int(data.get("ignore_index", 255)),
         test=test, splits=dict(data.get("splits") or {}),
     )  # fmt: skip
-
-
-class LabelValueError(InputError):
-    """A label map holds a value that is neither a class index nor the ignore index."""
 
 
 def label_value_problem(label: np.ndarray, num_classes: int, ignore_index: int = 255, source: str = "label") -> str:
@@ -133,9 +128,9 @@ def read_label(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             label = np.array(image)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the annotation ({exc})") from exc
+        raise InputError(f"{path}: cannot read the annotation ({exc})") from exc
     if label.ndim != 2:
-        raise ValueError(f"{path}: annotations must be single-channel label maps, got shape {label.shape}")
+        raise InputError(f"{path}: annotations must be single-channel label maps, got shape {label.shape}")
     return label
 
 
@@ -151,12 +146,12 @@ class SegmentationDataset:
         self.root = self._resolve_root(Path(root), spec, split)
         img_dir, ann_dir = (self.root / d for d in spec.dirs(split))
         if not img_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{img_dir} does not exist. Expected layout for {spec.name} ({split}): {spec.layout(split)}"
             )
         images = sorted(p for p in img_dir.rglob(f"*{spec.img_suffix}") if p.is_file())
         if not images:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no *{spec.img_suffix} images under {img_dir}. Expected layout: {spec.layout(split)}"
             )
         labels = {
@@ -164,7 +159,7 @@ class SegmentationDataset:
         }
         unlabelled = [str(p) for p, a in labels.items() if not a.is_file()]
         if unlabelled:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(unlabelled)} image(s) have no annotation in {ann_dir} (expected <name>{spec.seg_map_suffix}): "
                 + ", ".join(unlabelled[:10])
                 + (" ..." if len(unlabelled) > 10 else "")
@@ -180,7 +175,7 @@ class SegmentationDataset:
     @staticmethod
     def _resolve_root(root: Path, spec: DatasetSpec, split: str) -> Path:
         if not root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data root {root} does not exist. Expected layout for {spec.name}: {spec.layout(split)}"
             )
         first = Path(spec.dirs(split)[0]).parts[0]

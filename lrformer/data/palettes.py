@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError, UnknownNameError
+
 # fmt: off
 ADE20K_CLASSES = (
     'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed ', 'windowpane', 'grass',
@@ -146,10 +148,10 @@ def get_palette(name: str, num_classes: int | None = None) -> np.ndarray:
     """
     if name == "random":
         if num_classes is None:
-            raise ValueError("palette 'random' needs the number of classes")
+            raise ConfigError("palette 'random' needs the number of classes")
         return random_palette(num_classes)
     if name not in DATASETS:
-        raise ValueError(f"unknown palette {name!r}; choose one of {', '.join([*DATASETS, 'random'])}")
+        raise UnknownNameError(f"unknown palette {name!r}; choose one of {', '.join([*DATASETS, 'random'])}")
     palette = np.asarray(DATASETS[name][1], dtype=np.uint8)
     if num_classes is not None and num_classes > len(palette):
         palette = np.concatenate([palette, random_palette(num_classes)[len(palette) :]])
@@ -159,5 +161,5 @@ def get_palette(name: str, num_classes: int | None = None) -> np.ndarray:
 def get_classes(name: str) -> tuple[str, ...]:
     """Class names of a dataset (``ade20k``, ``cityscapes``, ``cocostuff``)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name][0]

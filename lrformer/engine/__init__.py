@@ -1,1 +1,1 @@
-"""Training machinery: distributed setup (and, as it lands, the trainer, optimiser and schedule)."""
+"""Training: the typed config, parameter groups, optimiser and schedule, objective, DDP and the trainer."""

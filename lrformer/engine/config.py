@@ -1,14 +1,15 @@
-"""Training configuration: defaults, YAML files (with ``_base_`` inheritance) and ``--set`` overrides.
+"""Training configs from YAML files (with ``_base_`` inheritance) and ``--set`` overrides.
 
 A config is built in layers, each merged into the one before with :func:`merge` (mmengine's rule):
 the defaults (:data:`DEFAULTS`), then every file of the ``_base_`` chain from the root down (the
 files of a ``_base_`` list in order, a later one overriding an earlier one where mmengine would
-reject keys shared between them), then the file itself, then each ``--set key=value`` in order. Mappings merge key by key, so
-``--set optim.custom_keys.head.lr_mult=5`` changes one multiplier and keeps every other custom key;
-a mapping holding ``_delete_: true`` replaces the mapping below it instead.
+reject keys shared between them), then the file itself, then each ``--set key=value`` in order.
+Mappings merge key by key, so ``--set optim.custom_keys.head.lr_mult=5`` changes one multiplier
+and keeps every other custom key; a mapping holding ``_delete_: true`` replaces the mapping below
+it instead. The result is checked and typed: a :class:`~lrformer.engine.settings.TrainingConfig`.
 
-Every key a config may hold is in :data:`DEFAULTS`; an unknown key is an error naming the closest
-valid one. Values default to the official ADE20K recipe for LRFormer-T.
+What every key takes, its default and its doc are declared once, in :mod:`lrformer.engine.settings`;
+an unknown key is an error naming the closest valid one.
 
 Design notes: ``docs/design.md``, section 9 (training semantics).
 """
@@ -18,110 +19,36 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
-from ..data.augment import RESIZE_KEYS, build_resize
-from ..errors import ConfigError
-from ..image.pipeline import InferenceConfig
-from ..utils import did_you_mean
-from .optim import check_custom_keys
-from .schema import check_values
+from ..errors import ConfigError, MissingFileError
+from .schema import UnknownKeyError
+from .settings import (
+    DEFAULTS,
+    FREE_FORM,
+    RULES,
+    TEST_KEYS,
+    VALID_KEYS,
+    DataSettings,
+    ModelSettings,
+    OptimSettings,
+    ScheduleSettings,
+    TrainingConfig,
+    TrainSettings,
+    unknown_key,
+)
 
-DEFAULTS: dict[str, Any] = {
-    "model": {
-        "name": "lrformer_t",  # variant, or a model YAML/JSON
-        "num_classes": None,  # default: the dataset's class count
-        "drop_path_rate": 0.1,
-        "pretrained": None,  # a full checkpoint to start from (fine-tuning)
-        "backbone_checkpoint": None,  # backbone weights: ImageNet (the recipe), or a segmentation checkpoint's
-        "strict": True,  # false: load only the keys that match (a classifier of another class count is always reset)
-        "overrides": {},  # other create_model arguments (embed_dims, depths, ...)
-    },
-    "data": {
-        "dataset": "ade20k",  # ade20k | cityscapes | cocostuff | dataset YAML
-        "root": "data",
-        "train_split": "train",
-        "val_split": "val",
-        # the train-time rescale: RandomResize {scale, ratio_range} or RandomChoiceResize {scales, max_size}
-        "resize": {"type": "RandomResize", "scale": [2048, 512], "ratio_range": [0.5, 2.0]},
-        "crop_size": [512, 512],
-        "cat_max_ratio": 0.75,
-        "flip_prob": 0.5,
-        "photometric": True,
-        "batch_size": 4,  # per process (GPU)
-        "workers": 4,
-    },
-    "optim": {
-        "lr": 6.0e-5,
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.01,
-        # mmengine paramwise custom_keys: the first key (longest first, then alphabetical) found
-        # in a parameter's name decides its lr_mult / decay_mult; {stage} and {block} in a key
-        # stand for every stage (1-4) and every block (0-based) of the backbone
-        "custom_keys": {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}},
-        "norm_decay_mult": None,  # decay multiplier of norm-layer parameters no custom key matches
-        "eps": 1.0e-8,
-        "clip_grad": 35.0,  # max-norm; null: no clipping
-    },
-    "schedule": {
-        "max_iters": 160000,
-        "warmup_iters": 1500,  # LinearLR over iterations [0, warmup_iters); 0: none
-        "warmup_ratio": 1.0e-6,
-        "power": 1.0,  # PolyLR over [warmup_iters, max_iters)
-        "min_lr": 0.0,
-    },
-    "train": {
-        "seed": 0,
-        "device": "auto",
-        "amp": None,  # null | bf16 | fp16
-        "compile": False,
-        "grad_checkpoint": False,  # activation checkpointing per block: less memory, one more forward per block
-        "cudnn_benchmark": True,  # CUDA: cuDNN autotuning for the fixed crop size (mmseg's env_cfg default)
-        "sync_bn": "decode_head",  # BatchNorms synchronised across processes: decode_head (official) | all | none
-        "log_interval": 50,
-        "val_interval": 16000,
-        "checkpoint_interval": 16000,
-        "keep_checkpoints": 3,
-        "val_max_images": None,  # evaluate on the first N validation images only
-    },
-    "test": {},  # test-time settings for validation (InferenceConfig fields); default: the dataset's
-}
+__all__ = [
+    "DEFAULTS", "DELETE_KEY", "FREE_FORM", "RULES", "TEST_KEYS", "VALID_KEYS", "DataSettings", "ModelSettings",
+    "OptimSettings", "ScheduleSettings", "TrainSettings", "TrainingConfig", "UnknownKeyError", "check",
+    "dump_config", "load_config", "merge", "unknown_key",
+]  # fmt: skip
 
 DELETE_KEY = "_delete_"
 """A mapping holding ``_delete_: true`` replaces the mapping it is merged into (mmengine)."""
-
-FREE_FORM = ("model.overrides", "optim.custom_keys", "test", "data.resize")
-"""Sections whose keys are not listed in :data:`DEFAULTS` (checked where they are used)."""
-
-
-def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in tree.items():
-        keys.append(prefix + key)
-        if isinstance(value, dict) and prefix + key not in FREE_FORM:
-            keys += _flat_keys(value, f"{prefix}{key}.")
-    return keys
-
-
-TEST_KEYS = tuple(f.name for f in fields(InferenceConfig))
-"""Keys of the ``test`` section: the test-time settings used for validation."""
-
-VALID_KEYS = _flat_keys(DEFAULTS) + [f"data.resize.{key}" for key in RESIZE_KEYS] + [f"test.{k}" for k in TEST_KEYS]
-
-
-class UnknownKeyError(ConfigError, KeyError):
-    """A config key that does not exist (a ``KeyError`` too, for callers that catch that)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def unknown_key(key: str) -> UnknownKeyError:
-    return UnknownKeyError(f"unknown config key {key!r}.{did_you_mean(key, VALID_KEYS, cutoff=0.5)}")
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -154,14 +81,15 @@ def _without_delete(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
-    """The defaults, then the YAML file (and its ``_base_`` chain), then ``key=value`` overrides."""
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainingConfig:
+    """The defaults, then the YAML file (and its ``_base_`` chain), then ``key=value`` overrides;
+    checked (every mistake a :class:`ConfigError` naming the key) and typed."""
     config = copy.deepcopy(DEFAULTS)
     for layer in _file_layers(Path(path)) if path is not None else []:
         config = merge(config, layer)
     for item in overrides:
         config = merge(config, _set_layer(item))
-    return check(config)
+    return TrainingConfig.from_dict(config)
 
 
 def _set_layer(item: str) -> dict[str, Any]:
@@ -187,6 +115,17 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing a list of numbers or strings on one line, as configs do: ``[512, 512]``."""
+
+    def represent_list(self, data: list) -> yaml.Node:
+        flow = all(not isinstance(item, (list, dict)) for item in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
+
+
 def _parse_value(text: str) -> Any:
     """YAML value of a ``--set`` override."""
     try:
@@ -207,9 +146,7 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
     if path.is_dir() or (path.exists() and not path.is_file()):
         raise ConfigError(f"config {path}{referrer} is not a file: give the path of a YAML config")
     if not path.is_file():
-        raise FileNotFoundError(
-            f"config {path} does not exist{referrer}; give the path of a YAML config (see configs/)"
-        )
+        raise MissingFileError(f"config {path} does not exist{referrer}; give the path of a YAML config (see configs/)")
     if path in chain:
         cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
         raise ConfigError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
@@ -238,47 +175,22 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
     return layers + [data]
 
 
-def check(config: dict[str, Any]) -> dict[str, Any]:
-    """Reject unknown keys (naming the closest valid one) and mappings where a value belongs, fill
-    in the keys a ``_delete_`` removed from a section of fixed keys; validate the free-form
-    sections (resize transform, custom keys, test settings) and the warm-up length."""
-    _check_section(config, DEFAULTS, "")
-    check_values(config, DEFAULTS)
-    try:
-        build_resize(config["data"]["resize"])
-    except ValueError as exc:
-        raise ConfigError(f"data.resize: {exc}") from None
-    check_custom_keys(config["optim"]["custom_keys"])
-    for key in config["test"]:
-        if key not in TEST_KEYS:
-            raise unknown_key(f"test.{key}")
-    try:
-        InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["test"].items()})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"test: {exc}") from None
-    if config["schedule"]["warmup_iters"] == 1:
-        raise ConfigError(
-            "schedule.warmup_iters is 1: mmengine's LinearLR over one iteration never reaches the full rate; "
-            "use 0 (no warm-up) or at least 2"
-        )
-    return config
+def check(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` checked as :func:`load_config` checks it, as a plain dict with every key filled in
+    (kept for callers of the dict-based config; :meth:`TrainingConfig.from_dict` gives the typed one)."""
+    return TrainingConfig.from_dict(config).to_dict()
 
 
-def _check_section(section: dict[str, Any], defaults: dict[str, Any], prefix: str) -> None:
-    for key in section:
-        if key not in defaults:
-            raise unknown_key(prefix + key)
-    for key, default in defaults.items():
-        path = prefix + key
-        if key not in section:
-            section[key] = copy.deepcopy(default)
-        elif isinstance(default, dict):
-            if not isinstance(section[key], dict):
-                raise ConfigError(f"config key {path!r} must be a mapping, got {section[key]!r}")
-            if path not in FREE_FORM:
-                _check_section(section[key], default, path + ".")
-        elif isinstance(section[key], dict):
-            raise ConfigError(
-                f"config key {path!r} takes a single value, not the mapping {section[key]!r} "
-                f"(e.g. --set {path}={default!r})"
-            )
+def dump_config(config: TrainingConfig | Mapping[str, Any]) -> str:
+    """``config`` as YAML that :func:`load_config` reads back to an equal config: every key, in the
+    declared order. A free-form mapping that merging into its default would change (a default
+    custom key left out, another resize type) carries ``_delete_: true``, so it replaces the default."""
+    tree = TrainingConfig.coerce(config).to_dict()
+    for path in FREE_FORM:
+        *parents, name = path.split(".")
+        node, default = tree, DEFAULTS
+        for part in parents:
+            node, default = node[part], default[part]
+        if merge({name: default[name]}, {name: node[name]}) != {name: node[name]}:
+            node[name] = {DELETE_KEY: True, **node[name]}
+    return yaml.dump(tree, Dumper=_Dumper, sort_keys=False, width=120)

@@ -9,6 +9,7 @@ import torch
 
 from ..data.augment import AugmentConfig, augment
 from ..data.datasets import LabelValueError, SegmentationDataset, label_value_problem
+from ..errors import ConfigError, InputError
 from ..image.io import read_image
 
 
@@ -35,7 +36,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
         problem = label_value_problem(label, self.num_classes, self.cfg.ignore_index, str(label_path))
         label = label.astype(np.uint8 if label.max(initial=0) <= 255 and label.min(initial=0) >= 0 else np.int32)
         if label.shape != image.shape[:2]:
-            raise ValueError(f"{label_path}: label {label.shape} and image {image.shape[:2]} differ")
+            raise InputError(f"{label_path}: label {label.shape} and image {image.shape[:2]} differ")
         return (*augment(image, label, self.cfg, np.random.default_rng([self.seed, epoch, index])), problem)
 
 
@@ -108,7 +109,7 @@ def batches(
     """
     sampler = EpochBatchSampler(len(dataset), batch_size, dataset.seed, rank, world_size, first_iteration)
     if sampler.per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"the training set has {len(dataset)} images: fewer than one batch of {batch_size} per process "
             f"({world_size} processes); lower data.batch_size"
         )

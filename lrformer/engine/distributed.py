@@ -80,9 +80,14 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     return info
 
 
+def process_group_exists() -> bool:
+    """Whether this process has joined a process group (by :func:`init_distributed` or otherwise)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def broadcast_from_main(value):
     """``value`` of global rank 0 on every rank (a picklable object; a collective when distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not process_group_exists():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -105,5 +110,6 @@ def device_for(
 
 
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group, if there is one."""
+    if process_group_exists():
         dist.destroy_process_group()

@@ -1,41 +1,48 @@
-"""Training objectives: the module DDP wraps, mapping (images, labels) to the loss."""
+"""The training objective: the module DDP wraps, mapping (images, labels) to the loss.
+
+The losses themselves live beside their heads (``DecodeHead.loss``): LRHead's cross-entropy in
+:mod:`lrformer.models.lr_head`, the Mask2Former criterion in :mod:`lrformer.models.mask2former`.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..models.lr_head import segmentation_loss
+from ..models.segmentor import LRFormerSegmentor
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy of stride-8 logits resized (bilinear) to the labels, averaged over **all**
-    pixels (ignored ones add 0 but count: mmseg's ``avg_non_ignore=False``)."""
-    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none").mean()
+__all__ = ["TrainingObjective", "segmentation_loss"]  # segmentation_loss: kept importable from here
 
 
 class TrainingObjective(nn.Module):
-    """``objective(images, labels)`` → ``(loss, terms)`` for a segmentor.
+    """``objective(images, labels)`` → ``(loss, terms)`` for a segmentor, through the head contract:
+    ``model.decode_head.loss(model.forward_head(model.forward_features(images)), labels)``.
 
-    LRHead models: :func:`segmentation_loss`. LRFormer+ models: the Mask2Former criterion
-    (Hungarian matching, class/mask/dice losses on every decoder layer).
+    LRHead models: ``loss_ce``, the cross-entropy of the stride-8 logits resized to the labels.
+    LRFormer+ models: the Mask2Former criterion (Hungarian matching, class/mask/dice losses on every
+    decoder layer) on float32 predictions.
+
+    Args:
+        model: a segmentor with a decode head.
+        ignore_index: label of unlabelled pixels.
+
+    ``forward(images (B, 3, H, W), labels (B, H, W) int64)`` returns the loss to back-propagate and
+    its terms, detached (``loss`` itself left out).
     """
 
-    def __init__(self, model: nn.Module, ignore_index: int = 255) -> None:
+    def __init__(self, model: LRFormerSegmentor, ignore_index: int = 255) -> None:
         super().__init__()
         self.model = model
         self.ignore_index = ignore_index
-        self.criterion = None
-        if hasattr(model.decode_head, "transformer_decoder"):
-            from ..models.mask2former.criterion import Mask2FormerCriterion
 
-            self.criterion = Mask2FormerCriterion(model.decode_head.num_classes, ignore_index=ignore_index)
+    @property
+    def criterion(self) -> nn.Module | None:
+        """The head's loss module (the Mask2Former criterion with its weights), or ``None`` for LRHead."""
+        return self.model.decode_head.criterion(self.ignore_index)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.criterion is None:
-            loss = segmentation_loss(self.model(images), labels, self.ignore_index)
-            return loss, {"loss_ce": loss.detach()}
-        cls_preds, mask_preds = self.model.decode_head(self.model.backbone(images))
-        terms = self.criterion([c.float() for c in cls_preds], [m.float() for m in mask_preds], labels)
+        output = self.model.forward_head(self.model.forward_features(images))
+        terms = self.model.decode_head.loss(output, labels, self.ignore_index)
         loss = terms.pop("loss")
-        return loss, {k: v.detach() for k, v in terms.items()}
+        return loss, {name: value.detach() for name, value in terms.items()}

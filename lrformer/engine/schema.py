@@ -1,116 +1,251 @@
-"""Types and ranges of the training config's values, checked before anything runs.
+"""Typed config sections whose fields carry their default, their rule and their doc, and the check
+of a plain mapping against them.
 
-Each rule says what a key takes; a value that breaks it is a :class:`~lrformer.errors.ConfigError`
-naming the key, what it takes, what it got and an example, e.g.
-``optim.lr must be a number > 0, got the string '0.001' (remove the quotes: optim.lr: 0.001)``.
+A section is a dataclass deriving from :class:`Section`; each field is made with :func:`setting`
+(a value: its default, its :class:`Rule`, a one-line doc) or :func:`section` (a nested section). A field's
+annotation is its kind: ``int``, ``float`` (any finite number), ``bool``, ``str``, ``list[...]``,
+or ``dict[...]`` for a free-form mapping; ``X | None`` makes ``null`` valid. The rule says, in
+words for the message, what values the field takes. A value that breaks it is a
+:class:`~lrformer.errors.ConfigError` naming the key, what it takes, what it got and a fix, e.g.
+``optim.lr must be a number > 0, got the string '0.001' (a quoted number: write it without
+quotes, optim.lr: 0.001)``.
+
+The declaration of the training config itself is :mod:`lrformer.engine.settings`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+import typing
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field, fields
+from functools import cache, partial
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple, TypeVar
 
-from ..devices import DEVICE
-from ..errors import ConfigError
-from .sync_bn import SYNC_BN_SCOPES
+from ..errors import ConfigError, UnknownNameError
+from ..utils import did_you_mean
+
+S = TypeVar("S", bound="Section")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """What one config key takes: a ``kind`` (``int``, ``float``, ``bool``, ``str``, ``list``), a
-    test of the value, the description used in the message, and whether ``null`` is allowed."""
+    """What one key takes beyond its kind.
 
-    kind: type
-    test: Callable[[Any], bool] = lambda value: True
+    Attributes:
+        what: the values it takes, in words for the message (``"a number > 0"``).
+        test: whether a value of the right kind is valid.
+        check: run once every key has passed its test; raises its own :class:`ConfigError`
+            (the free-form mappings, and rules a test cannot word, such as a forbidden value).
+        keys: the known keys of a free-form mapping, offered by "did you mean".
+    """
+
     what: str = ""
-    optional: bool = False
+    test: Callable[[Any], bool] = lambda value: True
+    check: Callable[[Any], None] | None = None
+    keys: tuple[str, ...] = ()
 
 
-def _int(low: int, what: str = "", optional: bool = False) -> Rule:
-    return Rule(int, lambda v: v >= low, what or f"an integer >= {low}", optional)
+ANY = Rule()
+FLAG = Rule("true or false")
+STRING = Rule("a non-empty string", bool)
 
 
-def _number(test: Callable[[float], bool], what: str, optional: bool = False) -> Rule:
-    return Rule(float, test, what, optional)
+def setting(default: Any, rule: Rule, doc: str) -> Any:
+    """A config value: its default (copied for each instance), what it takes, and what it does."""
+    return field(
+        default_factory=partial(copy.deepcopy, default), metadata={"default": default, "doc": doc, "rule": rule}
+    )
 
 
-def _pair(test: Callable[[Any], bool], what: str) -> Rule:
-    return Rule(list, lambda v: len(v) == 2 and all(test(x) for x in v), what)
+def section(kind: type[Section], doc: str) -> Any:
+    """A nested section of the config (defaults: the section's own)."""
+    return field(default_factory=kind, metadata={"section": kind, "doc": doc})
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class Key(NamedTuple):
+    """One field of a section, as the checks see it."""
+
+    name: str
+    kind: type  # the annotation without ``| None``: int, float, bool, str, list, dict, or a Section
+    optional: bool  # null is valid
+    default: Any
+    doc: str
+    rule: Rule
+    section: type[Section] | None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+@cache
+def keys_of(kind: type[Section]) -> tuple[Key, ...]:
+    """The fields of a section class, in declaration order."""
+    hints = typing.get_type_hints(kind)
+    out = []
+    for f in fields(kind):
+        args = typing.get_args(hints[f.name])
+        optional = type(None) in args
+        annotation = next(a for a in args if a is not type(None)) if optional else hints[f.name]
+        nested = f.metadata.get("section")
+        default = nested().to_dict() if nested else f.metadata["default"]
+        out.append(Key(f.name, typing.get_origin(annotation) or annotation, optional, default, f.metadata["doc"],
+                       f.metadata.get("rule", ANY), nested))  # fmt: skip
+    return tuple(out)
 
 
-STRING = Rule(str, lambda v: bool(v), "a non-empty string")
+class UnknownKeyError(UnknownNameError):
+    """A config key that does not exist (a ``KeyError`` too, for callers that catch that)."""
 
-RULES: dict[str, Rule] = {
-    "model.name": STRING,
-    "model.num_classes": _int(1, "a number of classes >= 1", optional=True),
-    "model.drop_path_rate": _number(lambda v: 0 <= v < 1, "a rate in [0, 1)"),
-    "model.pretrained": Rule(str, what="a checkpoint path or URL", optional=True),
-    "model.backbone_checkpoint": Rule(str, what="a checkpoint path or URL", optional=True),
-    "model.strict": Rule(bool, what="true or false"),
-    "data.dataset": Rule(str, lambda v: bool(v), "ade20k, cityscapes, cocostuff or a dataset YAML"),
-    "data.root": STRING,
-    "data.train_split": STRING,
-    "data.val_split": STRING,
-    "data.crop_size": _pair(lambda x: _is_int(x) and x >= 32, "[height, width], integers >= 32"),
-    "data.cat_max_ratio": _number(lambda v: 0 < v <= 1, "a fraction in (0, 1] (1 disables the redraws)"),
-    "data.flip_prob": _number(lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "data.photometric": Rule(bool, what="true or false"),
-    "data.batch_size": _int(1, "a number of images per process >= 1"),
-    "data.workers": _int(0, "a number of loader processes >= 0"),
-    "optim.lr": _number(lambda v: v > 0, "a number > 0"),
-    "optim.betas": _pair(lambda x: _is_number(x) and 0 <= x < 1, "[beta1, beta2] in [0, 1)"),
-    "optim.weight_decay": _number(lambda v: v >= 0, "a number >= 0"),
-    "optim.norm_decay_mult": _number(lambda v: v >= 0, "a multiplier >= 0", optional=True),
-    "optim.eps": _number(lambda v: v > 0, "a number > 0"),
-    "optim.clip_grad": _number(lambda v: v > 0, "a max-norm > 0 (null: no clipping)", optional=True),
-    "schedule.max_iters": _int(1, "a number of iterations >= 1"),
-    "schedule.warmup_iters": _int(0, "a number of iterations >= 0 (0: no warm-up)"),
-    "schedule.warmup_ratio": _number(lambda v: 0 < v <= 1, "a factor in (0, 1]"),
-    "schedule.power": _number(lambda v: v >= 0, "a number >= 0"),
-    "schedule.min_lr": _number(lambda v: v >= 0, "a number >= 0"),
-    "train.seed": _int(0),
-    "train.device": Rule(str, lambda v: bool(DEVICE.match(v)), "auto, cpu, cuda, cuda:N or mps"),
-    "train.amp": Rule(str, lambda v: v in ("bf16", "fp16"), "null, bf16 or fp16", optional=True),
-    "train.compile": Rule(bool, what="true or false"),
-    "train.grad_checkpoint": Rule(bool, what="true or false"),
-    "train.cudnn_benchmark": Rule(bool, what="true or false"),
-    "train.sync_bn": Rule(str, lambda v: v in SYNC_BN_SCOPES, "one of " + ", ".join(SYNC_BN_SCOPES)),
-    "train.log_interval": _int(1, "a number of iterations >= 1"),
-    "train.val_interval": _int(0, "a number of iterations >= 0 (0: no validation)"),
-    "train.checkpoint_interval": _int(1, "a number of iterations >= 1"),
-    "train.keep_checkpoints": _int(1, "a number of checkpoints >= 1"),
-    "train.val_max_images": _int(1, "a number of images >= 1 (null: all)", optional=True),
-}
-"""Every fixed key of :data:`~lrformer.engine.config.DEFAULTS` and what it takes."""
+    @classmethod
+    def named(cls, key: str, valid: list[str]) -> UnknownKeyError:
+        """The error for ``key``, naming the closest of ``valid``."""
+        return cls(f"unknown config key {key!r}.{did_you_mean(key, valid, cutoff=0.5)}")
 
 
-def check_values(config: dict[str, Any], examples: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` for the first value that breaks its :data:`RULES` entry;
-    ``examples`` (the defaults) supply a valid value for the message."""
-    for key, rule in RULES.items():
-        section, name = key.split(".")
-        value = config[section][name]
-        if value is None and rule.optional:
-            continue
-        if not _has_kind(value, rule.kind) or not rule.test(value):
-            example = examples[section][name]
-            raise ConfigError(f"{key} must be {rule.what}, got {_shown(value)}{_hint(key, value, rule, example)}")
+class Section(MutableMapping):
+    """Base of the config's sections: typed attributes (``config.optim.lr``), and the access of a
+    mapping (``config["optim"]["lr"]``, ``**config.schedule``) for code written against plain dicts.
+
+    Subclasses are ``@dataclass(eq=False)`` classes declaring their place in the config:
+    ``class OptimSettings(Section, path="optim")``. Two sections are equal when their keys and
+    values are, a plain dict with the same contents included.
+    """
+
+    path: ClassVar[str] = ""
+
+    def __init_subclass__(cls, path: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.path = path
+
+    # ------------------------------------------------------------------ mapping access
+    def __getitem__(self, key: str) -> Any:
+        self._key(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        nested = self._key(key).section
+        setattr(self, key, value if nested is None or isinstance(value, nested) else nested.from_dict(value))
+
+    def __delitem__(self, key: str) -> None:
+        raise ConfigError(f"config key {self._path(key)!r} cannot be removed: set it to another value or null")
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.name for key in keys_of(type(self)))
+
+    def __len__(self) -> int:
+        return len(keys_of(type(self)))
+
+    def _key(self, name: str) -> Key:
+        for key in keys_of(type(self)):
+            if key.name == name:
+                return key
+        raise UnknownKeyError.named(self._path(name), valid_keys(type(self)))
+
+    def _path(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    # ------------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict of every key (lists, dicts, scalars), for YAML and checkpoints."""
+        return plain(self)
+
+    @classmethod
+    def from_dict(cls: type[S], values: Mapping[str, Any] | None = None) -> S:
+        """The section of ``values`` (a mapping; missing keys take their defaults), checked:
+        unknown keys, mappings where a value belongs and values that break their rule are a
+        :class:`ConfigError` naming the key."""
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"{cls.__name__} takes a mapping of its keys, got {values!r}")
+        tree = plain(values or {})
+        check(cls, tree)
+        return _build(cls, tree)
+
+    @classmethod
+    def coerce(cls: type[S], values: S | Mapping[str, Any]) -> S:
+        """``values`` if it is already this section, else :meth:`from_dict` of it."""
+        return values if isinstance(values, cls) else cls.from_dict(values)
+
+
+def plain(value: Any) -> Any:
+    """A deep copy of ``value`` with every mapping a ``dict`` and every sequence a ``list``."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return copy.deepcopy(value)
+
+
+def _build(kind: type[S], tree: dict[str, Any]) -> S:
+    return kind(**{k.name: _build(k.section, tree[k.name]) if k.section else tree[k.name] for k in keys_of(kind)})
+
+
+def valid_keys(kind: type[Section]) -> list[str]:
+    """Every dotted key of ``kind`` (sections, then their keys, depth first), then the known keys
+    of its free-form mappings (:attr:`Rule.keys`)."""
+    fixed: list[str] = []
+    known: list[str] = []
+
+    def walk(current: type[Section], prefix: str) -> None:
+        for key in keys_of(current):
+            fixed.append(prefix + key.name)
+            if key.section:
+                walk(key.section, f"{prefix}{key.name}.")
+            known.extend(f"{prefix}{key.name}.{name}" for name in key.rule.keys)
+
+    walk(kind, f"{kind.path}." if kind.path else "")
+    return fixed + known
+
+
+def leaves(kind: type[Section], tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Key, Any]]:
+    """``(dotted key, field, value)`` of every value of ``tree`` (nested sections walked), in order."""
+    for key in keys_of(kind):
+        if key.section:
+            yield from leaves(key.section, tree[key.name], f"{prefix}{key.name}.")
+        else:
+            yield prefix + key.name, key, tree[key.name]
+
+
+def check(kind: type[Section], tree: dict[str, Any]) -> None:
+    """Check the plain mapping ``tree`` against ``kind`` in place: first its shape (unknown keys,
+    mappings where a value belongs; missing keys filled in with their defaults), then every value
+    against its kind and rule, then the rules' ``check`` functions (those of the free-form mappings
+    first), each in declaration order. The first problem found is raised."""
+    prefix = f"{kind.path}." if kind.path else ""
+    _check_shape(kind, tree, prefix, valid_keys(kind))
+    values = list(leaves(kind, tree, prefix))
+    for path, key, value in values:
+        if not (value is None and key.optional) and not (_has_kind(value, key.kind) and key.rule.test(value)):
+            raise ConfigError(f"{path} must be {key.rule.what}, got {_shown(value)}{_hint(path, value, key)}")
+    for _, key, value in sorted(values, key=lambda item: item[1].kind is not dict):  # free-form mappings first
+        if key.rule.check is not None and value is not None:
+            key.rule.check(value)
+
+
+def _check_shape(kind: type[Section], tree: dict[str, Any], prefix: str, valid: list[str]) -> None:
+    names = [key.name for key in keys_of(kind)]
+    for name in tree:
+        if name not in names:
+            raise UnknownKeyError.named(prefix + name, valid)
+    for key in keys_of(kind):
+        path = prefix + key.name
+        if key.name not in tree:
+            tree[key.name] = copy.deepcopy(key.default)
+        elif key.section or key.kind is dict:
+            if not isinstance(tree[key.name], dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {tree[key.name]!r}")
+            if key.section:
+                _check_shape(key.section, tree[key.name], path + ".", valid)
+        elif isinstance(tree[key.name], dict):
+            raise ConfigError(
+                f"config key {path!r} takes a single value, not the mapping {tree[key.name]!r} "
+                f"(e.g. --set {path}={key.default!r})"
+            )
 
 
 def _has_kind(value: Any, kind: type) -> bool:
     if kind is float:
-        return _is_number(value) and math.isfinite(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind is int:
-        return _is_int(value)
+        return isinstance(value, int) and not isinstance(value, bool)
     if kind is list:
         return isinstance(value, (list, tuple))
     return isinstance(value, kind)
@@ -120,19 +255,19 @@ def _shown(value: Any) -> str:
     return f"the string {value!r}" if isinstance(value, str) else repr(value)
 
 
-def _hint(key: str, value: Any, rule: Rule, example: Any) -> str:
-    """The fix: unquote a quoted number, or an example of a valid value."""
-    if isinstance(value, str) and rule.kind in (int, float):
+def _hint(path: str, value: Any, key: Key) -> str:
+    """The fix: unquote a quoted number, or an example of a valid value (the default)."""
+    if isinstance(value, str) and key.kind in (int, float):
         try:
             number = float(value.strip("'\" "))
         except ValueError:
             pass
         else:
-            shown = int(number) if rule.kind is int and number.is_integer() else number
-            return f" (a quoted number: write it without quotes, {key}: {shown})"
-    if example is None or example == value:
+            shown = int(number) if key.kind is int and number.is_integer() else number
+            return f" (a quoted number: write it without quotes, {path}: {shown})"
+    if key.default is None or key.default == value:
         return ""
-    return f" (e.g. --set {key}={_yaml(example)})"
+    return f" (e.g. --set {path}={_yaml(key.default)})"
 
 
 def _yaml(value: Any) -> str:

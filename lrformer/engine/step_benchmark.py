@@ -45,10 +45,10 @@ from ..devices import autocast_dtype, check_device, set_cudnn_autotuning
 from ..errors import ConfigError, LRFormerError
 from ..models import create_model
 from ..utils import peak_memory_mb
-from .config import DEFAULTS
 from .data import AugmentedDataset, batches
 from .losses import TrainingObjective
 from .optim import build_optimizer, optimisation_step
+from .settings import OptimSettings, TrainingConfig
 
 MMAP_THRESHOLD = 65536
 """glibc ``M_MMAP_THRESHOLD`` of the CPU measuring subprocess: blocks from this size up are mapped and
@@ -107,9 +107,10 @@ def measure_train_step(
     set_cudnn_autotuning(device, cudnn_benchmark)
     net.set_grad_checkpointing(grad_checkpointing)
     objective = TrainingObjective(net)
-    optimizer = build_optimizer(net, DEFAULTS["optim"])
+    recipe = OptimSettings()  # the default recipe's optimiser and clipping
+    optimizer = build_optimizer(net, recipe)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    clip = DEFAULTS["optim"]["clip_grad"]
+    clip = recipe.clip_grad
     images = torch.randn(batch, 3, *size, device=device)
     labels = torch.randint(0, net.num_classes or 1, (batch, *size), device=device)
 
@@ -245,9 +246,9 @@ def _proc_status_mb(field: str) -> float:
 
 
 def benchmark_data(
-    config: dict[str, Any], workers: Sequence[int] = (0, 1, 2), batches_per_run: int = 10
+    config: TrainingConfig | dict[str, Any], workers: Sequence[int] = (0, 1, 2), batches_per_run: int = 10
 ) -> list[dict[str, Any]]:
-    """Images per second of the training data pipeline of a resolved training ``config``, for each
+    """Images per second of the training data pipeline of a training ``config``, for each
     worker count (``data.workers`` replaced).
 
     The pipeline is the trainer's: the ``data.train_split`` of ``data.dataset`` under ``data.root``,
@@ -260,13 +261,14 @@ def benchmark_data(
         ``images_per_s`` and ``images_per_s_per_worker`` (``images_per_s`` divided by the worker
         count; with 0 workers the main process does the work and counts as one).
     """
-    data_cfg = config["data"]
-    spec = load_spec(data_cfg["dataset"])
-    dataset = SegmentationDataset(spec, data_cfg["root"], data_cfg["train_split"])
-    augment = AugmentConfig.from_data_config(data_cfg, spec.ignore_index)
-    num_classes = config["model"]["num_classes"] or len(spec.classes)
-    augmented = AugmentedDataset(dataset, augment, config["train"]["seed"], num_classes)
-    batch_size = data_cfg["batch_size"]
+    config = TrainingConfig.coerce(config)
+    data = config.data
+    spec = load_spec(data.dataset)
+    dataset = SegmentationDataset(spec, data.root, data.train_split)
+    augment = AugmentConfig.from_data_config(data, spec.ignore_index)
+    num_classes = config.model.num_classes or len(spec.classes)
+    augmented = AugmentedDataset(dataset, augment, config.train.seed, num_classes)
+    batch_size = data.batch_size
     rows = []
     for count in workers:
         stream = batches(augmented, batch_size, count, 0)

@@ -15,6 +15,8 @@ import torch
 import torch.distributed.nn as dist_nn
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are computed over the batches of all processes."""
@@ -72,7 +74,7 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device, scope: str = "
     (mmengine's ``sync_bn``; one process then equals many). ``none``: none.
     """
     if scope not in SYNC_BN_SCOPES:
-        raise ValueError(f"train.sync_bn must be one of {', '.join(SYNC_BN_SCOPES)}, got {scope!r}")
+        raise ConfigError(f"train.sync_bn must be one of {', '.join(SYNC_BN_SCOPES)}, got {scope!r}")
     if scope == "all":
         return convert_sync_batchnorm(model, device)
     if scope == "decode_head" and getattr(model, "decode_head", None) is not None:

@@ -1,16 +1,21 @@
-"""Training checkpoints: written atomically, the last K kept plus the best by validation mIoU."""
+"""Training checkpoints: written atomically, the last K kept plus the best by validation mIoU, and
+the choice of the one to resume from."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models.weights import load_failure
 from ..utils import atomic_path
+from .distributed import restart_count, run_id
+
+logger = logging.getLogger("lrformer.train")
 
 ITER_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
 BEST_PATTERN = re.compile(r"^best_mIoU_iter_(\d+)\.pth$")
@@ -75,6 +80,65 @@ def read_training_state(path: Path) -> dict[str, Any]:
             f"weights, use --set model.pretrained={path} (whole model) or model.backbone_checkpoint"
         )
     return state
+
+
+def checkpoint_to_resume(
+    work_dir: Path, resume: bool | str | Path, max_iters: int
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """``(path, training state)`` of ``resume`` (a file), or with ``True`` of the newest readable
+    checkpoint of ``work_dir`` (unreadable ones skipped with a warning), checked against the
+    schedule's ``max_iters``; ``(None, None)`` when the work dir has none."""
+    found = resumable(work_dir)  # (iteration, path), oldest first
+    candidates = [p for _, p in reversed(found)] if resume is True else [Path(resume)]
+    if not candidates:
+        logger.info("no checkpoint in %s: starting from scratch", work_dir)
+        return None, None
+    for path in candidates:
+        try:
+            state = read_training_state(path)
+            break
+        except CheckpointError as exc:
+            if resume is not True:
+                raise
+            logger.warning("skipping %s: %s", path.name, exc)
+    else:
+        raise CheckpointError(
+            f"no checkpoint in {work_dir} can be read ({', '.join(p.name for p in candidates)}): "
+            "resume from another file with --resume FILE, or start over with --force"
+        )
+    newer = [p.name for i, p in found if i > state["iteration"]]
+    if newer:
+        logger.warning("resuming from %s: the newer %s are replaced as this run reaches them",
+                       path.name, ", ".join(newer))  # fmt: skip
+    if state["iteration"] > max_iters:
+        raise ConfigError(
+            f"{path.name} is at iteration {state['iteration']}, past schedule.max_iters "
+            f"{max_iters}: raise schedule.max_iters to continue it"
+        )
+    if state["iteration"] == max_iters:
+        logger.warning("%s is the end of the schedule (iteration %d): the run is already complete",
+                       path.name, state["iteration"])  # fmt: skip
+    return path, state
+
+
+def restart_checkpoint(work_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """After torchrun restarted the workers (``--max-restarts``): the newest readable checkpoint
+    this run wrote before (its ``elastic_run`` is this run's id), else ``None`` — the attempt then
+    starts as the first one did."""
+    attempt = restart_count()
+    if attempt == 0:
+        return None
+    for _, path in reversed(resumable(work_dir)):
+        try:
+            state = read_training_state(path)
+        except CheckpointError as exc:
+            logger.warning("restart %d: skipping %s: %s", attempt, path.name, exc)
+            continue
+        if state.get("elastic_run") == run_id():
+            logger.warning("restart %d: resuming from %s at iteration %d", attempt, path, state["iteration"])
+            return path, state
+    logger.warning("restart %d: this run wrote no checkpoint yet; starting as the first attempt did", attempt)
+    return None
 
 
 def save_best(work_dir: Path, state: dict[str, Any], iteration: int) -> Path:

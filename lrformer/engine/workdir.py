@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import WorkDirError
 from ..utils import remove_stale_temporaries
-from .checkpointing import resumable
+from .training_checkpoints import resumable
 
 logger = logging.getLogger("lrformer.train")
 

@@ -10,26 +10,26 @@ import torch
 from torch import nn
 
 from ..data.datasets import SegmentationDataset
-from ..inference.predictor import InferenceConfig, Predictor, model_defaults, prepare
+from ..errors import ConfigError
+from ..inference.loading import PreparedImages, PreparedItem
+from ..inference.predictor import InferenceConfig, Predictor, model_defaults
 from .metrics import IoUMetric, SegmentationMetrics
 
 
-class _Prepared(torch.utils.data.Dataset):
-    """Decodes, preprocesses and loads the label of each sample in loader workers."""
+class LabelledImages(PreparedImages):
+    """:class:`~lrformer.inference.PreparedImages` of a dataset's ``indices``, each item with its
+    label map: ``(PreparedItem, label (H, W), label path)``, all made in loader workers."""
 
     def __init__(
         self, dataset: SegmentationDataset, indices: list[int], config: InferenceConfig, keep_image: bool = False
     ) -> None:
-        self.dataset, self.indices, self.config, self.keep_image = dataset, indices, config, keep_image
+        super().__init__([dataset.samples[i][0] for i in indices], config, keep_image)
+        self.dataset, self.indices = dataset, indices
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[PreparedItem, np.ndarray, str]:
+        item = super().__getitem__(i)
         index = self.indices[i]
-        image_path, label_path = self.dataset.samples[index]
-        prepared = prepare(image_path, self.config, keep_image=self.keep_image)
-        return prepared, self.dataset.load_label(index), str(label_path), str(image_path)
+        return item, self.dataset.load_label(index), str(self.dataset.samples[index][1])
 
 
 def evaluate(
@@ -54,7 +54,7 @@ def evaluate(
 
     classes = dataset.classes
     if getattr(model, "num_classes", None) != len(classes):
-        raise ValueError(
+        raise ConfigError(
             f"the model predicts {getattr(model, 'num_classes', None)} classes but {dataset.spec.name} has "
             f"{len(classes)}: create the model with num_classes={len(classes)} (and matching weights)"
         )
@@ -65,7 +65,7 @@ def evaluate(
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     indices = list(range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(
-        _Prepared(dataset, indices, config, keep_image=show is not None),
+        LabelledImages(dataset, indices, config, keep_image=show is not None),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
@@ -74,11 +74,11 @@ def evaluate(
     metric = IoUMetric(classes, dataset.spec.ignore_index)
     with tqdm(total=len(dataset), unit="img", disable=not progress or rank != 0, file=sys.stderr, desc="eval") as bar:
         for batch in loader:
-            preds = predictor.predict_prepared([b[0] for b in batch], batch_size)
-            for pred, (prepared, label, source, image_path) in zip(preds, batch):
+            preds = predictor.predict_prepared([item.prepared for item, _, _ in batch], batch_size)
+            for pred, (item, label, source) in zip(preds, batch):
                 metric.update(pred, label, source)
                 if show is not None:
-                    show(prepared.bgr, pred, label, image_path)
+                    show(item.prepared.bgr, pred, label, str(item.path))
             bar.update(len(batch) * world)
     metric.all_reduce()
     return metric.compute()

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.datasets import LabelValueError, check_label_values
+from ..data.datasets import check_label_values
+from ..errors import InputError, LabelValueError
 
 __all__ = ["IoUMetric", "LabelValueError", "SegmentationMetrics"]
 
@@ -84,7 +85,7 @@ class IoUMetric:
         pred = torch.as_tensor(pred).detach().cpu().long()
         label = torch.as_tensor(label).detach().cpu().long()
         if pred.shape != label.shape:
-            raise ValueError(
+            raise InputError(
                 f"{source}: prediction {tuple(pred.shape)} and label {tuple(label.shape)} differ in shape "
                 "(an image with an EXIF rotation whose label is not rotated?)"
             )

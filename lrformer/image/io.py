@@ -12,34 +12,32 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import ConfigError, ImageReadError, ImageTooLargeError, InputError, PictureTooLargeError
 from ..utils import write_bytes_atomic
 
 ImageInput = Union[str, Path, np.ndarray, Image.Image]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
 
-
-class ImageReadError(InputError):
-    """An input that is not a readable image; the message names the file and the reason."""
-
-
-class PictureTooLargeError(InputError):
-    """A picture larger than its format can hold (JPEG: :data:`JPEG_MAX_SIDE` pixels a side)."""
-
-
 JPEG_MAX_SIDE = 65500
+"""Largest side of a JPEG picture (:class:`~lrformer.errors.PictureTooLargeError` beyond)."""
 
 
 MAX_PIXELS = 2**28
-"""Largest image (width × height, 268 megapixels) decoded unless ``LRFORMER_MAX_PIXELS`` says
-otherwise; a larger file is refused from its header, before its pixels are decoded, so a small
-compressed file cannot make the process allocate gigabytes (a decompression bomb)."""
+"""Largest image (width × height, 268 megapixels) decoded unless a ``max_pixels`` argument or
+``LRFORMER_MAX_PIXELS`` says otherwise; a larger file is refused from its header, before its pixels
+are decoded, so a small compressed file cannot make the process allocate gigabytes (a
+decompression bomb)."""
 
 _PIL_HEADER_LOCK = threading.Lock()
 
 
-def max_pixels() -> int:
-    """The pixel limit in force: ``LRFORMER_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`."""
+def pixel_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels`` when given, else ``LRFORMER_MAX_PIXELS`` when set,
+    else :data:`MAX_PIXELS`. A limit that is not a positive integer is a ``ConfigError``."""
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ConfigError(f"max_pixels must be a positive integer (a pixel count), got {max_pixels!r}")
+        return max_pixels
     text = os.environ.get("LRFORMER_MAX_PIXELS", "").strip()
     if not text:
         return MAX_PIXELS
@@ -48,8 +46,12 @@ def max_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise InputError(f"LRFORMER_MAX_PIXELS={text!r} is not a pixel count: give a positive integer, e.g. 300000000")
+        raise ConfigError(f"LRFORMER_MAX_PIXELS={text!r} is not a pixel count: give a positive integer, e.g. 300000000")
     return value
+
+
+max_pixels = pixel_limit
+"""The former name of :func:`pixel_limit`."""
 
 
 def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
@@ -67,20 +69,20 @@ def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
             Image.MAX_IMAGE_PIXELS = limit
 
 
-def decode_image(data: np.ndarray | bytes, source: str) -> np.ndarray:
-    """Decode encoded image bytes like :func:`read_image`, refusing images above :func:`max_pixels`
-    from their header; ``source`` names the input in error messages."""
+def decode_image(data: np.ndarray | bytes, source: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes like :func:`read_image`, refusing images above
+    :func:`pixel_limit` (``max_pixels``) from their header; ``source`` names the input in error messages."""
     data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if data.size == 0:
         raise ImageReadError(f"{source}: the file is empty")
-    size, limit = header_size(data), max_pixels()
+    size, limit = header_size(data), pixel_limit(max_pixels)
     if size is None:  # OpenCV may decode it, but nothing says how large it is before it does
         raise ImageReadError(
             f"{source}: not an image whose size can be read from its header (corrupt, or a format such as HDR "
             "that is not checked for decompression bombs); convert it to PNG, JPEG, TIFF, WebP or BMP"
         )
     if size[0] * size[1] > limit:
-        raise ImageReadError(
+        raise ImageTooLargeError(
             f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the limit of "
             f"{limit / 1e6:.0f} (a decompression bomb?); if the image is genuine, raise the limit with "
             f"--max-pixels or LRFORMER_MAX_PIXELS"
@@ -94,18 +96,18 @@ def decode_image(data: np.ndarray | bytes, source: str) -> np.ndarray:
     return image
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode a file like mmcv/OpenCV ``IMREAD_COLOR``: ``(H, W, 3)`` uint8 **BGR**.
 
     Grayscale is expanded to three channels, alpha dropped, 16-bit scaled to 8-bit, EXIF
-    orientation applied. Images above :func:`max_pixels` are refused before decoding.
+    orientation applied. Images above :func:`pixel_limit` (``max_pixels``) are refused before decoding.
     """
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), max_pixels)
 
 
 INPUT_FORMATS = ("rgb", "bgr")
@@ -113,18 +115,18 @@ INPUT_FORMATS = ("rgb", "bgr")
 (OpenCV: ``cv2.imread``, ``cv2.VideoCapture``)."""
 
 
-def to_bgr(image: ImageInput, input_format: str = "rgb") -> np.ndarray:
+def to_bgr(image: ImageInput, input_format: str = "rgb", max_pixels: int | None = None) -> np.ndarray:
     """Any supported input → ``(H, W, 3)`` uint8 BGR, following ``IMREAD_COLOR``'s conversions.
 
     Paths are decoded with OpenCV and PIL images converted from RGB. Arrays are taken in
     ``input_format`` channel order: ``rgb`` (default; ``(H, W, 4)`` is RGBA) or ``bgr`` (frames
     from OpenCV; ``(H, W, 4)`` is BGRA). An ``(H, W)`` array is grayscale; uint16 arrays are
-    scaled to 8 bits like OpenCV.
+    scaled to 8 bits like OpenCV. ``max_pixels``: the limit of decoded files (:func:`pixel_limit`).
     """
     if input_format not in INPUT_FORMATS:
-        raise ValueError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
+        raise ConfigError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
     if isinstance(image, (str, Path)):
-        return read_image(image)
+        return read_image(image, max_pixels)
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
         input_format = "rgb"
@@ -133,7 +135,7 @@ def to_bgr(image: ImageInput, input_format: str = "rgb") -> np.ndarray:
     if image.dtype == np.uint16 or image.dtype == np.int32:
         image = (image.astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(f"image arrays must be uint8 or uint16, got {image.dtype}")
+        raise InputError(f"image arrays must be uint8 or uint16, got {image.dtype}")
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     elif image.ndim == 3 and image.shape[2] in (3, 4):
@@ -141,7 +143,7 @@ def to_bgr(image: ImageInput, input_format: str = "rgb") -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     else:
-        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+        raise InputError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
     return np.ascontiguousarray(image[:, :, ::-1] if input_format == "rgb" else image)
 
 

@@ -8,10 +8,13 @@ Design notes: ``docs/design.md``, section 6 (the test pipelines).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, Mapping
 
 from ..errors import ConfigError
+
+MMSEG_TTA_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+"""mmsegmentation's multi-scale test ratios."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,22 @@ class InferenceConfig:
                 f"need crop >= 32 and 1 <= stride <= crop (so windows cover every pixel), "
                 f"got crop {self.crop}, stride {self.stride}"
             )
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any] | None, base: InferenceConfig | None = None) -> InferenceConfig:
+        """Settings read from YAML, JSON or a checkpoint (lists where tuples belong) on top of ``base``
+        (default: the defaults). An unknown key is a :class:`~lrformer.errors.ConfigError` naming the
+        valid ones; values are checked as in the constructor."""
+        settings = dict(settings or {})
+        names = [f.name for f in fields(cls)]
+        unknown = [key for key in settings if key not in names]
+        if unknown:
+            raise ConfigError(f"unknown test setting {unknown[0]!r}; the settings are: {', '.join(names)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+        try:
+            return replace(base or cls(), **values)
+        except TypeError as exc:  # e.g. a tuple where a number belongs
+            raise ConfigError(f"test settings {settings}: {exc}") from None
 
     @property
     def is_tta(self) -> bool:

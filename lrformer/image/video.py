@@ -15,9 +15,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ImageReadError, VideoWriteError
 from ..utils import atomic_path
-from .io import ImageReadError
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +26,6 @@ format OpenCV decodes)."""
 
 MAX_CONSECUTIVE_FAILURES = 25
 """Undecodable frames in a row after which the rest of the video is taken as missing (truncated file)."""
-
-
-class VideoWriteError(InputError):
-    """A video OpenCV cannot encode (e.g. a frame size its MPEG-4 encoder refuses)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import ConfigError, InputError
+
 BAND_PIXELS = 1 << 20
 """Pixels per band when a picture is composed."""
 
@@ -172,7 +174,7 @@ fit in it); a panel always has room for it."""
 def _check_shapes(label: np.ndarray, **others: np.ndarray | None) -> None:
     for name, other in others.items():
         if other is not None and other.shape[:2] != label.shape:
-            raise ValueError(f"the {name.replace('_', ' ')} is {other.shape[:2]} but the label map {label.shape}")
+            raise InputError(f"the {name.replace('_', ' ')} is {other.shape[:2]} but the label map {label.shape}")
 
 
 def overlay(
@@ -200,7 +202,7 @@ def overlay(
         ``(H, W, 3)`` uint8 BGR (``image_bgr`` itself with ``inplace``).
     """
     if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+        raise ConfigError(f"opacity must be in [0, 1], got {opacity}")
     _check_shapes(label, image=image_bgr)
     height, width = label.shape
     lut = _lut(np.asarray(palette), int(label.max(initial=0)))[:, ::-1]  # BGR

@@ -1,9 +1,10 @@
 """Inference: the official test pipeline, the predictor, image I/O and overlays."""
 
 from ..image import ImageReadError, InferenceConfig, colorize, overlay, read_image, save_image, save_label_png, to_bgr
+from .loading import PreparedImages, PreparedItem
 from .predictor import MMSEG_TTA_RATIOS, Predictor, PreparedImage, prepare
 
 __all__ = [
-    "MMSEG_TTA_RATIOS", "ImageReadError", "InferenceConfig", "PreparedImage", "Predictor",
-    "colorize", "overlay", "prepare", "read_image", "save_image", "save_label_png", "to_bgr",
+    "MMSEG_TTA_RATIOS", "ImageReadError", "InferenceConfig", "PreparedImage", "PreparedImages", "PreparedItem",
+    "Predictor", "colorize", "overlay", "prepare", "read_image", "save_image", "save_label_png", "to_bgr",
 ]  # fmt: skip

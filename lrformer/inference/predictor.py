@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from ..devices import autocast, autocast_dtype, check_device
+from ..errors import ConfigError
 from ..image.io import INPUT_FORMATS, ImageInput, to_bgr
+from ..image.pipeline import MMSEG_TTA_RATIOS as MMSEG_TTA_RATIOS  # re-exported: defined with the settings
 from ..image.pipeline import InferenceConfig
 from ..image.transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
 from ..image.video import VideoReader
@@ -24,9 +26,6 @@ from ..models.reparameterize import reparameterize_model
 from .sliding import long_side_windows, slide
 
 logger = logging.getLogger(__name__)
-
-MMSEG_TTA_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-"""mmsegmentation's multi-scale test ratios."""
 
 
 @dataclass
@@ -49,16 +48,21 @@ class PreparedImage:
 
 
 def prepare(
-    image: ImageInput, config: InferenceConfig, keep_image: bool = False, input_format: str = "rgb"
+    image: ImageInput,
+    config: InferenceConfig,
+    keep_image: bool = False,
+    input_format: str = "rgb",
+    max_pixels: int | None = None,
 ) -> PreparedImage:
-    """Decode ``image`` (arrays in ``input_format`` order, see :func:`~lrformer.image.to_bgr`) and
-    build its network inputs: one per scale ratio and flip.
+    """Decode ``image`` (arrays in ``input_format`` order, see :func:`~lrformer.image.to_bgr`; files
+    above ``max_pixels``, default :func:`~lrformer.image.io.pixel_limit`, are refused) and build its
+    network inputs: one per scale ratio and flip.
 
     ``align`` (LRFormer, mmseg 0.x): ``AlignResize`` to ``scale × ratio``. ``pad`` (LRFormer+,
     mmseg 1.x): keep-ratio resize to ``scale`` (with TTA: by ``ratio`` of the original size, as
     mmseg 1.x's ``tta_pipeline``), normalise, then flip, then pad bottom/right to ``size_divisor``.
     """
-    bgr = to_bgr(image, input_format)
+    bgr = to_bgr(image, input_format, max_pixels)
     views = []
     for ratio in config.tta_ratios:
         if config.pipeline == "align":
@@ -87,7 +91,7 @@ def model_defaults(model: nn.Module, base: InferenceConfig | None = None) -> Inf
     checkpoint uses the test settings it was trained and validated with."""
     config = getattr(model, "config", {})
     if base is None and config.get("test"):
-        return InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["test"].items()})
+        return InferenceConfig.from_dict(config["test"])
     base = base or InferenceConfig()
     changes: dict = {"pipeline": config.get("test_pipeline", base.pipeline)}
     if config.get("test_scale") and base.scale == InferenceConfig.scale:
@@ -114,8 +118,11 @@ class Predictor:
     ``model`` (:func:`lrformer.reparameterize_model`; same outputs, faster, less memory); ``model``
     itself is not modified. Pass a model reparameterized in place to avoid holding two copies.
 
+    The network's output is ``model(x)``: class scores at the input size for every variant
+    (:class:`~lrformer.models.LRFormerSegmentor`), converted to float32 before they are merged.
+
     Args:
-        model: a segmentation model (LRFormer or LRFormer+).
+        model: a segmentation model (LRFormer or LRFormer+) with a decode head.
         config: test-time settings (default: the model's, see :func:`model_defaults`).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``;
             default: where ``model`` is.
@@ -144,20 +151,23 @@ class Predictor:
             self.device = torch.device(check_device(device, "device", 'device="cpu"'))
         self.autocast_dtype = autocast_dtype(precision, self.device, "precision")
         if input_format not in INPUT_FORMATS:
-            raise ValueError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
+            raise ConfigError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
         self.input_format = input_format
-        self.model = (reparameterize_model(model) if fast else model.eval()).to(self.device)
         self.num_classes = getattr(model, "num_classes", None)
         if not self.num_classes:
-            raise ValueError("the model has no decode head: create a segmentation model (e.g. lrformer_t)")
+            raise ConfigError(
+                "the model has no decode head, so it gives no class scores: create a segmentation model "
+                "(e.g. lrformer_t or lrformer_xl_plus)"
+            )
+        self.model = (reparameterize_model(model) if fast else model.eval()).to(self.device)
 
     # ---------------------------------------------------------------- network
     def _network(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, h, w)`` → fp32 scores resized to the input size ``(N, C, h, w)``."""
+        """``(N, 3, h, w)`` → ``model(x)``, the class scores at the input size ``(N, C, h, w)``, in fp32."""
         dtype = next(self.model.parameters()).dtype
         with autocast(self.device, self.autocast_dtype):
             scores = self.model(x.to(dtype))
-        return resize(scores.float(), x.shape[-2:])
+        return scores.float()
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
@@ -167,11 +177,7 @@ class Predictor:
         height, width = x.shape[-2:]
         if self.config.mode == "slide":
             return slide(x, self._network, self.config.crop, self.config.stride, batch_size)
-        fallback = None
-        if hasattr(self.model, "attention_elements"):
-            fallback = long_side_windows(
-                height, width, self.model.attention_elements, self.config.max_attention_elements
-            )
+        fallback = long_side_windows(height, width, self.model.attention_elements, self.config.max_attention_elements)
         if fallback is not None:
             crop, stride = fallback
             logger.warning(
@@ -266,8 +272,8 @@ class Predictor:
                 logger.warning(problem)
 
     def predict_scores(self, image: ImageInput) -> torch.Tensor:
-        """Scores ``(C, H, W)`` at the original size: LRHead logits, LRFormer+ class scores (summed
-        probabilities), or with TTA the averaged softmax probabilities."""
+        """Scores ``(C, H, W)`` at the original size: ``model(x)``'s (LRHead logits, LRFormer+ summed
+        class probabilities) resized, or with TTA the averaged softmax probabilities."""
         prepared = prepare(image, self.config, input_format=self.input_format)
         self._run_views(prepared.views, 1)
         return self._merged_rows(prepared.views, prepared.size, slice(0, prepared.size[0]))

@@ -3,15 +3,16 @@ the checkpoint loader and ``create_model``."""
 
 from .backbone import FeatureInfo, LRFormer
 from .block import IRB, LRBlock
-from .checkpoint import CheckpointMismatchError, LoadReport, load_checkpoint
+from .decode_head import DecodeHead
 from .factory import create_model
 from .lr_head import LRHead
 from .lrsa import LRSA, HeadLRSA
 from .registry import VARIANTS, list_models
 from .reparameterize import reparameterize_model
 from .segmentor import LRFormerSegmentor
+from .weight_loading import CheckpointMismatchError, LoadReport, load_checkpoint
 
 __all__ = [
-    "CheckpointMismatchError", "FeatureInfo", "IRB", "LRBlock", "LoadReport", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
+    "CheckpointMismatchError", "DecodeHead", "FeatureInfo", "IRB", "LRBlock", "LoadReport", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
     "VARIANTS", "create_model", "list_models", "load_checkpoint", "reparameterize_model",
 ]  # fmt: skip

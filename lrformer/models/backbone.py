@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from .activation_checkpointing import checkpoint_module
 from .block import LRBlock
-from .grad_checkpoint import checkpoint_module
 from .layers import LayerNorm2d, ResidualDepthwiseConv
 from .lrsa import LRSA
 
@@ -32,15 +32,15 @@ STRIDES = (4, 8, 16, 32)
 """Reduction of the input size at the end of each stage (the feature of stage index ``i``)."""
 
 
-def check_input(x: torch.Tensor) -> None:
-    """Raise a clear error for inputs the network cannot take."""
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(
-            f"LRFormer expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}; "
-            "add a batch dimension with x[None] or convert the image to 3 channels."
+def check_input(x: torch.Tensor, channels: int = 3) -> None:
+    """Raise a clear error for inputs the network cannot take (``channels``: the backbone's ``in_chans``)."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise InputError(
+            f"LRFormer expects a (B, {channels}, H, W) image batch, got shape {tuple(x.shape)}; "
+            f"add a batch dimension with x[None] or convert the image to {channels} channels."
         )
     if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-        raise ValueError(
+        raise InputError(
             f"input {tuple(x.shape[-2:])} is too small: LRFormer needs H, W >= {MIN_INPUT_SIZE} "
             "(four stride-2 stages); resize or pad the image first."
         )
@@ -208,7 +208,8 @@ class LRFormer(nn.Module):
         qkv_bias: bias in the LRSA query/key/value projections.
         drop_path_rate: stochastic depth, linear from 0 to this value over all blocks.
         layer_scale_init: initial layer-scale value when training from scratch.
-        in_chans: input channels.
+        in_chans: input channels (3 for images; another count, e.g. RGB + depth, needs weights
+            trained for it: the released ``patch_embed1`` takes 3).
         out_indices: 0-based indices of the stages (strides 4, 8, 16, 32) whose features ``forward``
             returns, in this order; negative ones count from the last (``-1``: stride 32). The stages
             after the last requested one are not built (no unused parameters, no wasted compute).
@@ -240,12 +241,13 @@ class LRFormer(nn.Module):
         super().__init__()
         hparams = (embed_dims, depths, num_heads, mlp_ratios, q_pooled_sizes)
         if any(len(v) != 4 for v in hparams):
-            raise ValueError(
+            raise ConfigError(
                 "embed_dims, depths, num_heads, mlp_ratios and q_pooled_sizes need 4 entries each "
                 f"(one per stage), got {[list(v) for v in hparams]}"
             )
         self.embed_dims = list(embed_dims)
         self.depths = list(depths)
+        self.in_chans = in_chans
         self.out_indices = resolve_out_indices(out_indices)
         self.num_stages = max(self.out_indices) + 1
         self.pruned_prefixes = tuple(
@@ -300,7 +302,7 @@ class LRFormer(nn.Module):
         ``(B, C, H, W)`` during the forward pass and is run again in the backward pass, with exact
         gradients (the shared ``d_convs`` included), the same stochastic-depth masks and BatchNorm
         statistics (XL's ``pre_norm``) updated once per step. Eval mode and ``torch.no_grad`` are
-        unaffected. See :mod:`lrformer.models.grad_checkpoint`."""
+        unaffected. See :mod:`lrformer.models.activation_checkpointing`."""
         self.grad_checkpointing = enable
 
     @staticmethod
@@ -325,13 +327,13 @@ class LRFormer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``(B, 3, H, W)`` with H, W >= 32 → the features of the stages ``out_indices``, in that order.
+        """``(B, in_chans, H, W)`` with H, W >= 32 → the features of the stages ``out_indices``, in that order.
 
         The feature of stage index ``i`` is ``(B, C_i, H_i, W_i)`` with ``C_i = embed_dims[i]`` and
         ``H_i = ⌈H / stride_i⌉`` for the strides 4, 8, 16, 32 (each stage halves with ``⌈n / 2⌉``), so H
         and W need not be multiples of 32. The default (all stages) returns four features.
         """
-        check_input(x)
+        check_input(x, self.in_chans)
         x = x.contiguous(memory_format=torch.channels_last)
         features = []
         for stage in self.stages():

@@ -19,9 +19,10 @@ class IRB(nn.Module):
     """Inverted residual MLP: ``fc1`` (1×1, C→rC) → GELU → ``h + conv(h)`` (3×3 depth-wise) → ``fc2`` (1×1, rC→C).
 
     Works on ``(B, C, H, W)`` maps. No activation after the depth-wise conv. After
-    :meth:`reparameterize`, a hidden map larger than ``max_band_elements`` is computed in bands of
-    rows at inference (eval mode, autograd off), each with a one-row halo for the 3×3 conv, so the
-    ``rC``-channel map never exists whole: same result, bounded memory at high resolution.
+    :meth:`compute_in_bands` (part of the inference fast path, see :meth:`LRBlock.reparameterize`), a
+    hidden map larger than ``max_band_elements`` is computed in bands of rows at inference (eval mode,
+    autograd off), each with a one-row halo for the 3×3 conv, so the ``rC``-channel map never exists
+    whole: same result, bounded memory at high resolution.
     """
 
     BAND_ELEMENTS = 1 << 24
@@ -35,9 +36,11 @@ class IRB(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
         self.max_band_elements: int | None = None
 
-    def reparameterize(self) -> None:
-        """Inference fast path: compute large hidden maps in bands of rows."""
-        self.max_band_elements = self.BAND_ELEMENTS
+    def compute_in_bands(self, max_elements: int | None = None) -> None:
+        """At inference, compute hidden maps of more than ``max_elements`` (default
+        :attr:`BAND_ELEMENTS`) activations in bands of rows; ``0`` turns banding off."""
+        limit = self.BAND_ELEMENTS if max_elements is None else max_elements
+        self.max_band_elements = limit or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
@@ -109,8 +112,9 @@ class LRBlock(nn.Module):
             self.layer_scale_1 = self.layer_scale_2 = None
 
     def reparameterize(self) -> None:
-        """Fold the layer scales into ``attn.proj`` / ``mlp.fc2`` and a BatchNorm ``norm2`` into
-        ``mlp.fc1`` (inference only)."""
+        """Inference fast path: fold the layer scales into ``attn.proj`` / ``mlp.fc2`` and a BatchNorm
+        ``norm2`` into ``mlp.fc1``, and let the IRB compute large hidden maps in bands of rows."""
+        self.mlp.compute_in_bands()
         if self.layer_scale_1 is not None:
             scale_output_channels(self.attn.proj, self.layer_scale_1)
             scale_output_channels(self.mlp.fc2, self.layer_scale_2)

@@ -3,16 +3,14 @@ segmentor, or with ``features_only=True`` the backbone alone as a feature extrac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import nn
 
-from ..errors import ConfigError
-from ..utils import unknown_key_error
+from ..errors import ConfigError, MissingFileError
+from ..utils import read_mapping, unknown_key_error
 from .backbone import resolve_out_indices
-from .checkpoint import checkpoint_classes, load_checkpoint
 from .registry import (
     BACKBONE_KEYS,
     FILE_KEYS,
@@ -23,23 +21,16 @@ from .registry import (
     build_model,
     variant_config,
 )
-from .weights import is_remote, looks_like_checkpoint, read_checkpoint
+from .weight_loading import checkpoint_classes, load_checkpoint
+from .weights import Checkpoint, is_remote, looks_like_checkpoint, read_checkpoint
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
     """Arguments of ``create_model`` stored in a YAML or JSON file (``name`` defaults to ``lrformer_t``)."""
     path = Path(path)
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: a model file must hold a mapping of create_model arguments, got {type(data).__name__}"
-        )
+    if not path.is_file():
+        raise MissingFileError(f"model file {path} does not exist")
+    data = read_mapping(path, "model file", "create_model arguments")
     for key in data:
         if key not in FILE_KEYS:
             raise unknown_key_error(key, FILE_KEYS, f"key in {path}:")
@@ -54,7 +45,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 DESCRIPTION_FORMAT = 1
 
 
-def describe(
+def model_description(
     model: nn.Module,
     classes: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
@@ -74,6 +65,10 @@ def describe(
         "palette": [list(map(int, color)) for color in palette] if palette is not None else None,
         "test": dict(test) if test is not None else None,
     }
+
+
+describe = model_description
+"""The former name of :func:`model_description`."""
 
 
 def create_model(
@@ -139,18 +134,45 @@ def create_model(
             f"out_indices={out_indices!r} selects the stages of a feature backbone: add features_only=True, "
             f"e.g. create_model({str(name)!r}, features_only=True, out_indices={out_indices!r})"
         )
-    if str(name) not in VARIANTS and Path(name).suffix.lower() in (".yaml", ".yml", ".json"):
-        if not Path(name).is_file():
-            raise FileNotFoundError(f"model file {name} does not exist")
+    name, pretrained, overrides = _read_name(name, pretrained, overrides)
+    checkpoint = read_checkpoint(pretrained) if pretrained else None
+    name, overrides = _described_variant(name, pretrained, checkpoint, overrides)
+    if features_only:  # the described head (class count, head sizes) is not built
+        return _create_features(variant_config(name, **overrides), out_indices, checkpoint, pretrained, strict)
+    if reset_classifier is None:
+        reset_classifier = num_classes is not None
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    elif checkpoint and "num_classes" not in overrides and checkpoint_classes(checkpoint.state_dict):
+        overrides["num_classes"] = checkpoint_classes(checkpoint.state_dict)
+    return _create_segmentor(variant_config(name, **overrides), checkpoint, pretrained, strict, reset_classifier)
+
+
+def _read_name(
+    name: str | Path, pretrained: str | Path | None, overrides: dict[str, Any]
+) -> tuple[str | None, str | Path | None, dict[str, Any]]:
+    """``create_model``'s ``name`` as ``(variant, pretrained, overrides)``: a model file's arguments
+    go under ``overrides``; a checkpoint given as ``name`` becomes ``pretrained``, its variant
+    (``None``) to be read from its description."""
+    if str(name) in VARIANTS:
+        return name, pretrained, overrides
+    if Path(name).suffix.lower() in (".yaml", ".yml", ".json"):
         overrides = {**read_model_file(name), **overrides}
         name = overrides.pop("name")
         pretrained = pretrained or overrides.pop("pretrained", None)
         overrides.pop("pretrained", None)
-    elif str(name) not in VARIANTS and looks_like_checkpoint(name):
+    elif looks_like_checkpoint(name):
         if pretrained:
             raise ConfigError(f"create_model got two checkpoints, {name} and pretrained={pretrained}: give one")
         name, pretrained = None, name
-    checkpoint = read_checkpoint(pretrained) if pretrained else None
+    return name, pretrained, overrides
+
+
+def _described_variant(
+    name: str | Path | None, pretrained: str | Path | None, checkpoint: Checkpoint | None, overrides: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The variant and overrides with a self-describing ``checkpoint``'s arguments (variant, class
+    count, hyper-parameters) under ``overrides``, when ``name`` is that variant or not given."""
     description = checkpoint.description if checkpoint else None
     if description and name in (None, description["model"]["name"]):
         described = dict(description["model"])
@@ -161,24 +183,41 @@ def create_model(
             f"{pretrained} holds weights but no model description (e.g. a released checkpoint): name the variant, "
             f"e.g. create_model('lrformer_t', pretrained='{pretrained}') or --model lrformer_t"
         )
-    if features_only:  # the described head (class count, head sizes) is not built
-        model = build_features(variant_config(str(name), **overrides), out_indices)
-        if checkpoint:
-            load_checkpoint(model, checkpoint, strict=strict)
-            model.config["pretrained"] = str(pretrained)
-            model.eval()
-        return model
-    reset_classifier = num_classes is not None if reset_classifier is None else reset_classifier
-    if num_classes is not None:
-        overrides["num_classes"] = num_classes
-    elif checkpoint and "num_classes" not in overrides and checkpoint_classes(checkpoint.state_dict):
-        overrides["num_classes"] = checkpoint_classes(checkpoint.state_dict)
-    model = build_model(variant_config(str(name), **overrides))
+    return str(name), overrides
+
+
+def _create_features(
+    config: dict[str, Any],
+    out_indices: tuple[int, ...],
+    checkpoint: Checkpoint | None,
+    pretrained: str | Path | None,
+    strict: bool,
+) -> nn.Module:
+    """The feature backbone of the resolved ``config``, with ``checkpoint``'s backbone loaded."""
+    model = build_features(config, out_indices)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, strict=strict)
+        model.config["pretrained"] = str(pretrained)
+        model.eval()
+    return model
+
+
+def _create_segmentor(
+    config: dict[str, Any],
+    checkpoint: Checkpoint | None,
+    pretrained: str | Path | None,
+    strict: bool,
+    reset_classifier: bool,
+) -> nn.Module:
+    """The segmentor of the resolved ``config``, with ``checkpoint`` loaded and, unless its classifier
+    was re-initialised, its description's classes, palette and test settings in ``model.config``."""
+    model = build_model(config)
     if checkpoint:
         report = load_checkpoint(model, checkpoint, strict=strict, reset_classifier=reset_classifier)
         model.config["pretrained"] = str(pretrained)
-        if description and not report.reset:
-            model.config.update({k: description.get(k) for k in ("classes", "palette", "test") if description.get(k)})
+        description = checkpoint.description or {}
+        if not report.reset:
+            model.config.update({k: description[k] for k in ("classes", "palette", "test") if description.get(k)})
         model.eval()
     return model
 

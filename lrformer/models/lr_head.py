@@ -12,11 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import ConfigError
+from .activation_checkpointing import checkpoint_module
 from .backbone import init_weights
 from .block import LRBlock
-from .grad_checkpoint import checkpoint_module
+from .decode_head import DecodeHead
 from .layers import resize
 from .lrsa import HeadLRSA
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy of logits ``(B, C, h, w)`` (e.g. LRHead's at stride 8) resized (bilinear, in
+    float32) to the labels ``(B, H, W)``, averaged over **all** pixels: ignored ones add 0 but count
+    (mmseg's ``avg_non_ignore=False``)."""
+    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none").mean()
 
 
 class ConcatConvBNReLU(nn.Module):
@@ -56,8 +66,8 @@ class ConcatConvBNReLU(nn.Module):
         self.bn = None
 
 
-class LRHead(nn.Module):
-    """Decode head on backbone features 2, 3, 4 (strides 8, 16, 32).
+class LRHead(DecodeHead):
+    """Decode head on backbone features 2, 3, 4 (strides 8, 16, 32), a :class:`~.decode_head.DecodeHead`.
 
     1. resize the three to the stride-8 size; ``squeeze1`` on their concatenation;
     2. ``fuse_block1``; ``squeeze2`` on ``cat(x, stride-32 feature)``; ``fuse_block2``;
@@ -95,7 +105,9 @@ class LRHead(nn.Module):
     ) -> None:
         super().__init__()
         if len(in_channels) != 3:
-            raise ValueError(f"LRHead takes the stride-8/16/32 features: 3 in_channels, got {in_channels}")
+            raise ConfigError(
+                f"LRHead takes the stride-8/16/32 features: give 3 in_channels (e.g. embed_dims[1:]), got {in_channels}"
+            )
         self.num_classes = num_classes
         self.grad_checkpointing = False
         self.squeeze1 = ConcatConvBNReLU(sum(in_channels), channels)
@@ -122,19 +134,16 @@ class LRHead(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint ``fuse_block1`` and ``fuse_block2`` in training (timm's API): each keeps only
         its input ``(B, channels, H_8, W_8)`` and is run again in the backward pass; their
-        BatchNorm statistics are still updated once per step. See :mod:`lrformer.models.grad_checkpoint`."""
+        BatchNorm statistics are still updated once per step. See :mod:`lrformer.models.activation_checkpointing`."""
         self.grad_checkpointing = enable
 
     def attention_elements(self, height: int, width: int) -> int:
         """Attention-matrix entries per image of a fuse block on an ``H×W`` stride-8 map."""
         return self.fuse_block1.attn.attention_elements(height, width)
 
-    def predict(self, features: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Segmentation scores: the stride-8 logits (the predictor resizes them to the input size)."""
-        return self(features)
-
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size."""
+        """Four backbone features → logits ``(B, num_classes, H_8, W_8)`` at the stride-8 size (the
+        official decode-head output, what :meth:`loss` takes)."""
         inputs = [features[i] for i in self.in_index]
         size = inputs[0].shape[-2:]
         if not self.squeeze1.projects_before_resize:  # resize once, for both squeezes
@@ -142,3 +151,14 @@ class LRHead(nn.Module):
         x = checkpoint_module(self.fuse_block1, self.squeeze1(inputs, size), enabled=self.grad_checkpointing)
         x = checkpoint_module(self.fuse_block2, self.squeeze2([x, inputs[-1]], size), enabled=self.grad_checkpointing)
         return self.conv_seg(self.dropout(x))
+
+    def predict(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Class scores ``(B, num_classes, *size)``: the stride-8 logits in float32 resized to ``size``
+        (bilinear, ``align_corners=False``, as mmseg's ``encode_decode``)."""
+        return resize(self(features).float(), size)
+
+    def loss(self, output: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+        """``loss_ce``: :func:`segmentation_loss` of the stride-8 logits ``output`` against ``labels``
+        ``(B, H, W)``; ``loss`` is the same value."""
+        loss = segmentation_loss(output, labels, ignore_index)
+        return {"loss": loss, "loss_ce": loss}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .layers import pooled_size, pyramid_sizes, resize, to_map, to_tokens
 
 
@@ -39,7 +40,7 @@ class LRSA(nn.Module):
     ) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"LRSA: dim {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"LRSA: dim {dim} is not divisible by num_heads {num_heads}")
         self.dim = dim
         self.num_heads = num_heads
         self.q_pooled_size = q_pooled_size

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointMismatchError
 from .registry import list_models, variant_layout
 from .weights import Checkpoint, read_checkpoint, unwrap_state_dict
 
@@ -40,11 +40,6 @@ def checkpoint_classes(state: Mapping[str, torch.Tensor]) -> int | None:
     if "decode_head.cls_embed.weight" in state:
         return int(state["decode_head.cls_embed.weight"].shape[0]) - 1
     return None
-
-
-class CheckpointMismatchError(CheckpointError, RuntimeError):
-    """Raised by a strict load when keys or shapes differ; the message lists them all, ``summary``
-    says it in one line."""
 
 
 @dataclass
@@ -195,37 +190,13 @@ def load_checkpoint(
     Returns:
         a :class:`LoadReport`; with ``strict=False`` it says what was skipped.
     """
-    if isinstance(path_or_url, Checkpoint):
-        source, state = path_or_url.source, path_or_url.state_dict
-    elif isinstance(path_or_url, Mapping):
-        source, state = "object", unwrap_state_dict(path_or_url)
-    else:
-        source, state = str(path_or_url), read_checkpoint(path_or_url).state_dict
+    source, state = _read_state(path_or_url)
     report = LoadReport()
     state, layout = _adapt_to_model(state, model, report)
     own = model.state_dict()
-    for key, value in state.items():
-        if key not in own:
-            report.unexpected[key] = _shape(value)
-        elif _shape(value) != _shape(own[key]):
-            target = (
-                report.reset if reset_classifier and key.startswith(CLASS_DEPENDENT_PREFIXES) else report.mismatched
-            )
-            target[key] = (_shape(value), _shape(own[key]))
-    backbone_only = hasattr(model, "backbone") and not any(k.startswith("decode_head.") for k in state)
-    for key, value in own.items():
-        if key not in state and not (backbone_only and not key.startswith("backbone.")):
-            report.missing[key] = _shape(value)
+    _compare(state, own, report, reset_classifier, backbone_only=_is_backbone_only(model, state))
     if not report.ok and strict:
-        error = CheckpointMismatchError(mismatch_message(report, source, model, layout))
-        count = len(report.missing) + len(report.unexpected) + len(report.mismatched)
-        error.summary = (
-            f"checkpoint {source} does not match the model ({_model_name(model)}): {count} key(s) differ. "
-            f"{guess_variant(layout)} "
-            "Use the model the file was trained with, or load only the matching keys with strict=False "
-            "(training: --set model.strict=false) (--debug lists every key)."
-        )
-        raise error
+        raise _mismatch_error(report, source, model, layout)
     loadable = {
         k: v.to(own[k].dtype) if v.is_floating_point() else v
         for k, v in state.items()
@@ -241,3 +212,54 @@ def load_checkpoint(
     if not report.ok:
         logger.warning(mismatch_message(report, source, model, layout))
     return report
+
+
+def _read_state(path_or_url: str | Path | Mapping[str, Any] | Checkpoint) -> tuple[str, dict[str, torch.Tensor]]:
+    """``(source named in messages, flat state dict)`` of what :func:`load_checkpoint` was given."""
+    if isinstance(path_or_url, Checkpoint):
+        return path_or_url.source, path_or_url.state_dict
+    if isinstance(path_or_url, Mapping):
+        return "object", unwrap_state_dict(path_or_url)
+    return str(path_or_url), read_checkpoint(path_or_url).state_dict
+
+
+def _is_backbone_only(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` (in the model's names) holds a segmentor's backbone alone: its decode head
+    keeps its initialisation and is not reported missing."""
+    return hasattr(model, "backbone") and not any(k.startswith("decode_head.") for k in state)
+
+
+def _compare(
+    state: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    report: LoadReport,
+    reset_classifier: bool,
+    backbone_only: bool,
+) -> None:
+    """Fill ``report`` with the keys of ``state`` the model (``own``) lacks, has in another shape
+    (``reset`` for class-dependent ones when ``reset_classifier``), or has and ``state`` lacks
+    (the decode head's not counted when ``backbone_only``)."""
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected[key] = _shape(value)
+        elif _shape(value) != _shape(own[key]):
+            reset = reset_classifier and key.startswith(CLASS_DEPENDENT_PREFIXES)
+            (report.reset if reset else report.mismatched)[key] = (_shape(value), _shape(own[key]))
+    for key, value in own.items():
+        if key not in state and not (backbone_only and not key.startswith("backbone.")):
+            report.missing[key] = _shape(value)
+
+
+def _mismatch_error(
+    report: LoadReport, source: str, model: nn.Module, layout: Mapping[str, torch.Tensor]
+) -> CheckpointMismatchError:
+    """The error of a strict load that does not match: every key in its message, a one-line summary."""
+    error = CheckpointMismatchError(mismatch_message(report, source, model, layout))
+    count = len(report.missing) + len(report.unexpected) + len(report.mismatched)
+    error.summary = (
+        f"checkpoint {source} does not match the model ({_model_name(model)}): {count} key(s) differ. "
+        f"{guess_variant(layout)} "
+        "Use the model the file was trained with, or load only the matching keys with strict=False "
+        "(training: --set model.strict=false) (--debug lists every key)."
+    )
+    return error

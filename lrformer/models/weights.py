@@ -12,6 +12,7 @@ Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingFileError
 from ..utils import CACHE_DIR, atomic_path, require_extra
 
 HUB_PREFIX = "hf-hub:"
@@ -71,20 +72,46 @@ def hub_download(name: str) -> Path:
     try:
         return Path(hub.hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
     except Exception as exc:  # offline cache miss, unknown repo / file / revision, network errors
-        kind = type(exc).__name__
-        if kind == "LocalEntryNotFoundError" or "offline" in str(exc).lower():
-            reason = "it is not in the local Hub cache and downloads are off (HF_HUB_OFFLINE=1 or no network)"
-            fix = "connect once without HF_HUB_OFFLINE to fill the cache, or pass a local file"
-        elif kind in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "GatedRepoError"):
-            reason = {"RepositoryNotFoundError": f"no repository {repo_id} (or it is private)",
-                      "RevisionNotFoundError": f"{repo_id} has no revision {revision!r}",
-                      "EntryNotFoundError": f"{repo_id} has no file {filename!r}",
-                      "GatedRepoError": f"{repo_id} needs you to log in and accept its terms"}[kind]  # fmt: skip
-            fix = f"check the name against https://huggingface.co/{repo_id}/tree/{revision or 'main'}"
-        else:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else kind
-            fix = "check the network, or download the file yourself and pass its local path"
+        reason, fix = _hub_failure(exc, repo_id, filename, revision)
         raise CheckpointError(f"cannot get {name}: {reason}; {fix}") from exc
+
+
+HUB_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "GatedRepoError", "RepositoryNotFoundError",
+              "RevisionNotFoundError", "EntryNotFoundError")  # fmt: skip
+"""The ``huggingface_hub`` exceptions told apart, most specific first (a gated repository is a
+``RepositoryNotFoundError``, a cache miss an ``EntryNotFoundError`` in some versions)."""
+
+
+def _hub_errors() -> dict[str, type[BaseException]]:
+    """The ``huggingface_hub`` exception classes by name: from ``huggingface_hub.errors`` (0.24+),
+    else ``huggingface_hub.utils`` (0.20+); a class neither exports is left out."""
+    found: dict[str, type[BaseException]] = {}
+    for module_name in ("huggingface_hub.utils", "huggingface_hub.errors"):  # the newer module wins
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in HUB_ERRORS:
+            if isinstance(getattr(module, name, None), type):
+                found[name] = getattr(module, name)
+    return found
+
+
+def _hub_failure(exc: BaseException, repo_id: str, filename: str, revision: str | None) -> tuple[str, str]:
+    """Why a Hub download failed and what to do, from the exception's type."""
+    kinds = _hub_errors()
+    kind = next((name for name in HUB_ERRORS if name in kinds and isinstance(exc, kinds[name])), None)
+    if kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        reason = "it is not in the local Hub cache and downloads are off (HF_HUB_OFFLINE=1 or no network)"
+        return reason, "connect once without HF_HUB_OFFLINE to fill the cache, or pass a local file"
+    if kind is not None:
+        reason = {"GatedRepoError": f"{repo_id} needs you to log in and accept its terms",
+                  "RepositoryNotFoundError": f"no repository {repo_id} (or it is private)",
+                  "RevisionNotFoundError": f"{repo_id} has no revision {revision!r}",
+                  "EntryNotFoundError": f"{repo_id} has no file {filename!r}"}[kind]  # fmt: skip
+        return reason, f"check the name against https://huggingface.co/{repo_id}/tree/{revision or 'main'}"
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return reason, "check the network, or download the file yourself and pass its local path"
 
 
 def url_download(url: str) -> Path:
@@ -115,7 +142,7 @@ def local_path(source: str | Path) -> Path:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder: give the checkpoint file inside it")
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"checkpoint {path} does not exist (give a local file, an http(s) URL or hf-hub:OWNER/REPO/PATH)"
         )
     return path

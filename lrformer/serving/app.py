@@ -6,7 +6,8 @@ Routes:
     palette PNG, or ``?format=json`` (class fractions, size, model, time), ``?format=overlay``;
     ``GET /health``; ``GET /model`` (variant, classes, palette, test settings).
 
-Every refused request is a 4xx (or 503 when busy) JSON ``{"error": "..."}`` naming the problem;
+Every refused request is answered with JSON ``{"error": "..."}`` naming the problem, its status
+taken from the error's type (:func:`error_response`: 4xx, 503 when busy, 504 past the timeout);
 nothing a client sends reaches the file system.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,18 +30,22 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..errors import DeadlineError, InputError, LRFormerError, ServerBusyError, UploadTooLargeError
 from ..image import class_table, overlay
-from ..image.io import ImageReadError, decode_image, encode_image, encode_label_png
+from ..image.io import decode_image, encode_image, encode_label_png
 from ..inference import Predictor, prepare
-from .worker import Busy, Closed, InferenceWorker
+from .worker import InferenceWorker
 
 STATIC = Path(__file__).parent / "static"
+FORMATS = ("png", "json", "overlay")
+"""What ``POST /predict?format=`` answers: the label map as a palette PNG, class fractions, an overlay."""
 
 
 @dataclass(frozen=True)
 class ServeOptions:
     """Limits of the server: upload size, queue, micro-batch, per-request time (waiting in the queue
-    and running), and how many uploads are decoded at once."""
+    and running), how many uploads are decoded at once, and the pixel limit of an image
+    (``None``: ``LRFORMER_MAX_PIXELS`` or 2^28, see :func:`~lrformer.image.io.pixel_limit`)."""
 
     max_upload_bytes: int = 32 << 20
     max_queue: int = 32
@@ -47,10 +53,18 @@ class ServeOptions:
     timeout_s: float = 60.0
     retry_after_s: int = 2
     max_decoding: int = 2
+    max_pixels: int | None = None
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def error_response(exc: BaseException, options: ServeOptions) -> JSONResponse:
+    """The answer ``{"error": "..."}`` to a request that raised ``exc``: the status comes from the
+    type (:attr:`LRFormerError.http_status <lrformer.errors.LRFormerError.http_status>`: 400, 413,
+    415, 503 with ``Retry-After``, 504); anything else is a failure of the inference, 500."""
+    if not isinstance(exc, LRFormerError):
+        message = f"inference failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        return JSONResponse({"error": message}, status_code=500)
+    headers = {"Retry-After": str(options.retry_after_s)} if exc.http_status == 503 else None
+    return JSONResponse({"error": exc.summary or str(exc)}, status_code=exc.http_status, headers=headers)
 
 
 MULTIPART_SLACK = 64 << 10
@@ -84,23 +98,19 @@ def _form_image(body: bytes, content_type: str) -> bytes | None:
     return None
 
 
-async def _read_upload(request: Request, limit: int) -> bytes | JSONResponse:
-    """The image bytes of a raw body or of a multipart form's ``image`` field, at most ``limit``."""
+async def read_upload(request: Request, limit: int) -> bytes:
+    """The image bytes of a raw body or of a multipart form's ``image`` field, at most ``limit``;
+    raises :class:`~lrformer.errors.UploadTooLargeError` or :class:`~lrformer.errors.InputError`."""
     content_type = request.headers.get("content-type", "")
     multipart = content_type.lower().startswith("multipart/form-data")
     body = await _read_body(request, limit + (MULTIPART_SLACK if multipart else 0))
-    too_large = _error(413, f"the upload is above the limit of {limit / 2**20:.0f} MB (--max-upload-mb)")
-    if body is None:
-        return too_large
-    data = body
-    if multipart:
-        data = _form_image(body, content_type)
-        if data is None:
-            return _error(400, "the multipart form has no field 'image': send the image file as the field 'image'")
-    if len(data) > limit:
-        return too_large
+    data = _form_image(body, content_type) if multipart and body is not None else body
+    if multipart and body is not None and data is None:
+        raise InputError("the multipart form has no field 'image': send the image file as the field 'image'")
+    if data is None or len(data) > limit:
+        raise UploadTooLargeError(f"the upload is above the limit of {limit / 2**20:.0f} MB (--max-upload-mb)")
     if not data:
-        return _error(400, "the upload is empty: send the image file as the request body or the form field 'image'")
+        raise InputError("the upload is empty: send the image file as the request body or the form field 'image'")
     return data
 
 
@@ -113,85 +123,97 @@ def create_app(predictor: Predictor, description: dict, options: ServeOptions | 
             ``test`` (the test-time settings); ``classes`` and ``palette`` also draw the overlays.
         options: limits (:class:`ServeOptions`).
     """
-    import numpy as np
+    handlers = Handlers(predictor, description, options or ServeOptions())
+    routes = [
+        Route("/", handlers.index),
+        Route("/health", handlers.health),
+        Route("/model", handlers.model),
+        Route("/predict", handlers.predict, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=handlers.lifespan)
 
-    options = options or ServeOptions()
-    palette = np.asarray(description["palette"], dtype=np.uint8)
-    names = description["classes"]
-    state: dict = {}
 
-    async def index(request: Request) -> Response:
+class Handlers:
+    """The handlers of the routes: the predictor, its description and limits, and while the
+    application runs, the inference worker and the semaphore bounding the uploads decoded at once."""
+
+    def __init__(self, predictor: Predictor, description: dict, options: ServeOptions) -> None:
+        self.predictor, self.description, self.options = predictor, description, options
+        self.palette = np.asarray(description["palette"], dtype=np.uint8)  # (C, 3) RGB
+        self.names = description["classes"]
+        self.worker: InferenceWorker | None = None
+        self.decoding: asyncio.Semaphore | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette):
+        self.worker = InferenceWorker(self.predictor, self.options.max_queue, self.options.max_batch)
+        self.decoding = asyncio.Semaphore(self.options.max_decoding)
+        yield
+        await run_in_threadpool(self.worker.close)  # finish the queued requests
+
+    async def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
 
-    async def health(request: Request) -> Response:
-        worker = state.get("worker")
-        return JSONResponse({"status": "ok", "waiting": worker.waiting if worker else 0})
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "waiting": self.worker.waiting if self.worker else 0})
 
-    async def model_info(request: Request) -> Response:
-        return JSONResponse(description)
+    async def model(self, request: Request) -> Response:
+        return JSONResponse(self.description)
 
-    async def predict(request: Request) -> Response:
+    async def predict(self, request: Request) -> Response:
+        """``POST /predict?format=png|json|overlay``: the answer in that format, or the error."""
         started = time.perf_counter()
         kind = request.query_params.get("format", "png")
-        if kind not in ("png", "json", "overlay"):
-            return _error(400, f"format must be png, json or overlay, got {kind!r}")
-        worker = state["worker"]
-        busy = {"Retry-After": str(options.retry_after_s)}
+        try:
+            if kind not in FORMATS:
+                raise InputError(f"format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got {kind!r}")
+            prepared, label = await self.segment(request, kind)
+        except Exception as exc:  # a refused request (4xx, 503, 504) or a failed inference (500): this one only
+            return error_response(exc, self.options)
+        if kind == "json":
+            return self.json_answer(label, started)
+        if kind == "overlay":
+            return await self.overlay_answer(prepared.bgr, label)
+        return await self.png_answer(label)
+
+    async def segment(self, request: Request, kind: str):
+        """The upload decoded, prepared and segmented: ``(prepared image, label map (H, W))``."""
+        worker, options = self.worker, self.options
         if worker.waiting >= options.max_queue:  # before reading and decoding the upload
-            return _error(503, f"busy: {worker.waiting} requests are already waiting; retry later", busy)
-        data = await _read_upload(request, options.max_upload_bytes)
-        if isinstance(data, Response):
-            return data
+            raise ServerBusyError(f"busy: {worker.waiting} requests are already waiting; retry later")
+        data = await read_upload(request, options.max_upload_bytes)
+        async with self.decoding:  # a few decoded images in memory at a time, not one per thread
+            prepared = await run_in_threadpool(_prepare, data, self.predictor, kind == "overlay", options.max_pixels)
+        future = worker.submit(prepared)
         try:
-            async with state["decoding"]:  # a few decoded images in memory at a time, not one per thread
-                prepared = await run_in_threadpool(_prepare, data, predictor, kind == "overlay")
-        except ImageReadError as exc:
-            return _error(413 if "above the limit" in str(exc) else 415, str(exc))
-        try:
-            future = worker.submit(prepared)
-        except Busy as exc:
-            return _error(503, f"busy: {exc}; retry later", busy)
-        except Closed as exc:
-            return _error(503, str(exc), busy)
-        try:
-            label = await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)
+            return prepared, await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)
         except asyncio.TimeoutError:
             future.cancel()
-            return _error(504, f"the prediction waited and ran longer than {options.timeout_s:g} s")
-        except Exception as exc:  # an inference failure (e.g. out of memory): this request only
-            return _error(500, f"inference failed: {type(exc).__name__}: {str(exc).strip()[:300]}")
-        if kind == "json":
-            return JSONResponse({
-                "model": description.get("name"), "size": list(label.shape),
-                "time_ms": round((time.perf_counter() - started) * 1e3, 1), "classes": class_table(label, names),
-            })  # fmt: skip
-        if kind == "overlay":
-            picture = await run_in_threadpool(overlay, prepared.bgr, label, palette, 0.5, names, True, True)
-            return Response(await run_in_threadpool(encode_image, picture, ".png"), media_type="image/png")
-        table = json.dumps(class_table(label, names), separators=(",", ":"))
+            raise DeadlineError(f"the prediction waited and ran longer than {options.timeout_s:g} s") from None
+
+    def json_answer(self, label: np.ndarray, started: float) -> Response:
+        """``format=json``: the model, the size, the time since ``started`` and the class fractions."""
+        return JSONResponse({
+            "model": self.description.get("name"), "size": list(label.shape),
+            "time_ms": round((time.perf_counter() - started) * 1e3, 1), "classes": class_table(label, self.names),
+        })  # fmt: skip
+
+    async def overlay_answer(self, bgr: np.ndarray, label: np.ndarray) -> Response:
+        """``format=overlay``: the label colours over the image ``bgr``, with a legend, as PNG."""
+        picture = await run_in_threadpool(overlay, bgr, label, self.palette, 0.5, self.names, True, True)
+        return Response(await run_in_threadpool(encode_image, picture, ".png"), media_type="image/png")
+
+    async def png_answer(self, label: np.ndarray) -> Response:
+        """``format=png``: the label map as a palette PNG; the classes present in ``X-Classes``."""
+        table = json.dumps(class_table(label, self.names), separators=(",", ":"))
         return Response(
-            await run_in_threadpool(encode_label_png, label, palette), media_type="image/png",
+            await run_in_threadpool(encode_label_png, label, self.palette), media_type="image/png",
             headers={"X-Classes": table},  # what the page's legend shows
         )  # fmt: skip
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        state["worker"] = InferenceWorker(predictor, options.max_queue, options.max_batch)
-        state["decoding"] = asyncio.Semaphore(options.max_decoding)
-        yield
-        await run_in_threadpool(state["worker"].close)  # finish the queued requests
 
-    routes = [
-        Route("/", index),
-        Route("/health", health),
-        Route("/model", model_info),
-        Route("/predict", predict, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
-
-
-def _prepare(data: bytes, predictor: Predictor, keep_image: bool):
+def _prepare(data: bytes, predictor: Predictor, keep_image: bool, max_pixels: int | None = None):
     """Decode (refusing pixel bombs from the header) and build the network inputs."""
-    bgr = decode_image(data, "the upload")
+    bgr = decode_image(data, "the upload", max_pixels)
     return prepare(bgr, predictor.config, keep_image=keep_image, input_format="bgr")

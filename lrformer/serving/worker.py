@@ -11,15 +11,11 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from ..errors import ServerBusyError, ServerClosingError
 from ..inference import Predictor, PreparedImage
 
-
-class Busy(Exception):
-    """The queue is full: the caller should answer 503 with ``Retry-After``."""
-
-
-class Closed(Exception):
-    """The worker is shutting down and takes no new work."""
+Busy, Closed = ServerBusyError, ServerClosingError
+"""The former names of the errors :meth:`InferenceWorker.submit` raises."""
 
 
 @dataclass
@@ -36,7 +32,7 @@ class InferenceWorker:
 
     Args:
         predictor: the predictor (model loaded once, fast path).
-        max_queue: jobs waiting at most; :meth:`submit` raises :class:`Busy` beyond.
+        max_queue: jobs waiting at most; :meth:`submit` raises :class:`~lrformer.errors.ServerBusyError` beyond.
         max_batch: jobs taken together; the predictor batches the views of equal network-input
             shape into one forward pass (1: no micro-batching).
     """
@@ -56,9 +52,9 @@ class InferenceWorker:
         job = Job(prepared)
         with self._lock:
             if self._closed:
-                raise Closed("the server is shutting down")
+                raise ServerClosingError("the server is shutting down")
             if self._queue.qsize() >= self._max_queue:
-                raise Busy(f"{self._max_queue} requests are already waiting")
+                raise ServerBusyError(f"busy: {self._max_queue} requests are already waiting; retry later")
             self._queue.put_nowait(job)
         return job.future
 

@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import LabelValueError
 from .matcher import hungarian_match
 from .point_sample import point_sample, uncertain_point_coords_with_randomness
 
@@ -49,7 +50,10 @@ def semantic_targets(
     classes = torch.unique(label)
     classes = classes[classes != ignore_index]
     if classes.numel() and (classes[0] < 0 or classes[-1] >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}) or {ignore_index}, got values {classes.tolist()}")
+        raise LabelValueError(
+            f"labels must be in [0, {num_classes}) or {ignore_index}, got values {classes.tolist()}: fix the label "
+            "maps, or the model's num_classes and the dataset's ignore_index"
+        )
     return classes, label.unsqueeze(0) == classes.view(-1, 1, 1)
 
 
@@ -98,11 +102,13 @@ def _mean_over_processes(count: torch.Tensor) -> torch.Tensor:
 class Mask2FormerCriterion(nn.Module):
     """Mask2Former semantic-segmentation training loss (mmseg ADE20K/Cityscapes config defaults).
 
-    Call with the head's per-layer outputs and the label maps::
+    Call with the head's per-layer outputs and the label maps (what ``Mask2FormerHead.loss`` does)::
 
-        cls_preds, mask_preds = model.decode_head(model.backbone(images))
+        cls_preds, mask_preds = model.forward_head(model.forward_features(images))
         losses = criterion(cls_preds, mask_preds, labels)
         losses["loss"].backward()
+
+    It holds no parameters or buffers: the head builds one per ``loss`` call, outside its state dict.
 
     Args:
         num_classes: semantic classes (the class logits have one more: "no object").

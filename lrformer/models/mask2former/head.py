@@ -5,23 +5,38 @@ Design notes: ``docs/design.md``, section 4 (decode heads).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..decode_head import DecodeHead
+from .criterion import Mask2FormerCriterion
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .positional_encoding import SinePositionalEncoding
 from .transformer_decoder import MaskedTransformerDecoder
 
 
-class Mask2FormerHead(nn.Module):
-    """Pixel decoder + masked-attention transformer decoder + class / mask predictions.
+class Mask2FormerOutput(NamedTuple):
+    """The raw output of :class:`Mask2FormerHead`, one entry per prediction: ``num_layers + 1``, the
+    first from ``query_feat`` before any decoder layer, the last the final prediction. A tuple, so
+    ``class_logits, mask_logits = head(features)`` unpacks it."""
 
-    ``forward(features)`` returns the per-layer class scores ``(B, Q, classes + 1)`` and mask
-    logits ``(B, Q, H/4, W/4)`` (lists of ``num_layers + 1``: the first from ``query_feat`` before
-    any layer, the last the final prediction); :meth:`predict` the semantic scores.
+    class_logits: list[torch.Tensor]
+    """``(B, Q, num_classes + 1)`` per prediction, the last class "no object"."""
+    mask_logits: list[torch.Tensor]
+    """``(B, Q, ⌈H/4⌉, ⌈W/4⌉)`` per prediction."""
+
+
+class Mask2FormerHead(DecodeHead):
+    """Pixel decoder + masked-attention transformer decoder + class / mask predictions, a
+    :class:`~lrformer.models.decode_head.DecodeHead`.
+
+    ``forward(features)`` returns a :class:`Mask2FormerOutput` (per-layer class and mask logits),
+    :meth:`predict` the semantic scores, :meth:`loss` the Mask2Former criterion's losses
+    (:class:`~.criterion.Mask2FormerCriterion`, built at each call: it holds no parameters, so the
+    head's state dict is the released layout).
 
     Args:
         in_channels: channels of the four backbone features (strides 4, 8, 16, 32).
@@ -99,8 +114,13 @@ class Mask2FormerHead(nn.Module):
         attn_mask = (attn_mask.sigmoid() < 0.5).detach()
         return cls_pred, mask_pred, attn_mask
 
-    def forward(self, features: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Four backbone features → (class scores per layer, mask logits per layer)."""
+    def attention_elements(self, height: int, width: int) -> int:
+        """Entries per image of the largest masked cross-attention, on the stride-8 memory of
+        ``height × width`` tokens: ``heads · num_queries · height · width``."""
+        return self.num_heads * self.query_feat.num_embeddings * height * width
+
+    def forward(self, features: Sequence[torch.Tensor]) -> Mask2FormerOutput:
+        """Four backbone features → :class:`Mask2FormerOutput` (class and mask logits per layer)."""
         batch = features[0].shape[0]
         mask_features, memories = self.pixel_decoder(features)
         inputs, positions = [], []
@@ -121,7 +141,7 @@ class Mask2FormerHead(nn.Module):
             cls_pred, mask_pred, attn_mask = self._predict_layer(query, mask_features, next_size)
             cls_preds.append(cls_pred)
             mask_preds.append(mask_pred)
-        return cls_preds, mask_preds
+        return Mask2FormerOutput(cls_preds, mask_preds)
 
     @staticmethod
     def semantic_scores(cls_pred: torch.Tensor, mask_pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -130,6 +150,20 @@ class Mask2FormerHead(nn.Module):
         return torch.einsum("bqc,bqhw->bchw", cls_pred.softmax(-1)[..., :-1], mask_pred.sigmoid())
 
     def predict(self, features: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """Semantic class scores at the input size ``(B, num_classes, H, W)`` (a sum of probabilities)."""
-        cls_preds, mask_preds = self(features)
-        return self.semantic_scores(cls_preds[-1], mask_preds[-1], size)
+        """Float32 semantic class scores ``(B, num_classes, *size)`` of the last prediction (a sum of
+        probabilities, :meth:`semantic_scores`)."""
+        output = self(features)
+        return self.semantic_scores(output.class_logits[-1], output.mask_logits[-1], size).float()
+
+    def criterion(self, ignore_index: int = 255) -> Mask2FormerCriterion:
+        """The loss module of :meth:`loss`, with its weights and point-sampling settings (mmseg's
+        config defaults); built per call, so it never enters the state dict."""
+        return Mask2FormerCriterion(self.num_classes, ignore_index=ignore_index)
+
+    def loss(self, output: Mask2FormerOutput, labels: torch.Tensor, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+        """The Mask2Former criterion (mmseg's config defaults) on every prediction of ``output``, in
+        float32, against label maps ``labels`` ``(B, H, W)``: ``loss_cls``, ``loss_mask``,
+        ``loss_dice``, ``d{i}.loss_*`` and their sum ``loss`` (see
+        :meth:`Mask2FormerCriterion.forward <.criterion.Mask2FormerCriterion.forward>`). Needs scipy
+        (the ``[train]`` extra) for the Hungarian matching."""
+        return self.criterion(ignore_index)([c.float() for c in output.class_logits], [m.float() for m in output.mask_logits], labels)

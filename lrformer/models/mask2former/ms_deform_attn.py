@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
+
 
 def multi_scale_deformable_attention(
     value: torch.Tensor,
@@ -48,7 +50,7 @@ class MultiScaleDeformableAttention(nn.Module):
                  dropout: float = 0.0) -> None:  # fmt: skip
         super().__init__()
         if embed_dims % num_heads:
-            raise ValueError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
+            raise ConfigError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
         self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
         self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)

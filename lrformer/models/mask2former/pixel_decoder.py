@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..grad_checkpoint import checkpoint_module
+from ..activation_checkpointing import checkpoint_module
 from .layers import FFN, ConvGN
 from .ms_deform_attn import MultiScaleDeformableAttention
 from .positional_encoding import SinePositionalEncoding
@@ -103,7 +103,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint every deformable encoder layer in training (timm's API): each keeps only its
         query tokens ``(B, ΣHW, C)`` and is run again in the backward pass (same dropout masks).
-        See :mod:`lrformer.models.grad_checkpoint`."""
+        See :mod:`lrformer.models.activation_checkpointing`."""
         self.encoder.grad_checkpointing = enable
 
     def init_weights(self) -> None:

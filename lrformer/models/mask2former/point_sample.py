@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...errors import ConfigError
+
 
 def point_sample(inputs: torch.Tensor, points: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
     """Bilinearly sample ``inputs`` at normalised coordinates (mmcv ``point_sample``).
@@ -56,7 +58,10 @@ def uncertain_point_coords_with_randomness(
         ``(N, num_points, 2)`` coordinates in ``[0, 1]``.
     """
     if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
-        raise ValueError("need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
+        raise ConfigError(
+            f"need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1, got {oversample_ratio} and "
+            f"{importance_sample_ratio}"
+        )
     batch, device = mask_logits.shape[0], mask_logits.device
     num_sampled = int(num_points * oversample_ratio)
     coords = random_points(batch, num_sampled, device, generator)
