@@ -62,7 +62,7 @@ def test_half_precision_scores_are_fp32_and_close(tiny_model, precision):
 
 
 def test_predict_and_eval_run_the_network_in_the_precision_asked(tmp_path, tiny_model_file, capsys, monkeypatch):
-    from lrformer.inference import predictor as predictor_module
+    from lrformer.inference import network as network_module
 
     used = []
 
@@ -70,7 +70,7 @@ def test_predict_and_eval_run_the_network_in_the_precision_asked(tmp_path, tiny_
         used.append(dtype)
         return devices.autocast(device, dtype)
 
-    monkeypatch.setattr(predictor_module, "autocast", recording_autocast)
+    monkeypatch.setattr(network_module, "autocast", recording_autocast)
     cv2.imwrite(str(tmp_path / "a.png"), synthetic_photo(64, 80, seed=2))
     out = tmp_path / "o"
     assert main(["predict", "--model", str(tiny_model_file), str(tmp_path / "a.png"), "--out", str(out),

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import sys
 
 import numpy as np
 import onnx
@@ -17,8 +18,10 @@ from torch import nn
 
 import lrformer
 from lrformer.cli.main import main
+from lrformer.deploy import metadata
 from lrformer.errors import ConfigError
-from lrformer.export import check_onnx, export_onnx
+from lrformer.export import check_onnx, export_onnx, read_description
+from lrformer.inference.network import module_description
 from lrformer.models.layers import pooled_size, round_ratio, traceable_pooled_size
 
 from .helpers import error_line
@@ -28,7 +31,7 @@ EXPORT_SIZE = (96, 160)
 OTHER_SIZES = [(128, 128), (200, 328), (32, 110)]  # square, not multiples of 32, the smallest side and ratio 3.4
 
 
-def test_onnx_export_round_trip(tmp_path, tiny_model_file, capsys):
+def test_onnx_export_round_trip(tmp_path, tiny_model_file, tiny_model, capsys):
     out = tmp_path / "tiny.onnx"
     assert main(["export", "--model", str(tiny_model_file), "--size", "96", "160", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -38,6 +41,14 @@ def test_onnx_export_round_trip(tmp_path, tiny_model_file, capsys):
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["scores"]
     dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
     assert dims == [1, 5, 96, 160]  # model(x): class scores at the input size
+    names = [node.name for node in graph.node]  # named after their modules, for people and for --int8's float layers
+    assert names[0].startswith("backbone.patch_embed1.conv1.0/")
+    assert any(name.startswith("decode_head.conv_seg/") for name in names)
+    description, expected = read_description(out), json.loads(json.dumps(module_description(tiny_model)))
+    assert {key: description[key] for key in expected} == expected and description["model"]["num_classes"] == 5
+    assert description["export"] == metadata.export_entry("onnx", (96, 160), 32, 1, "fp32")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map[metadata.METADATA_KEY]) == description
 
 
 def test_integer_pooled_size_equals_python_round():
@@ -99,6 +110,7 @@ def test_dynamic_onnx_matches_pytorch_at_other_sizes(dynamic_export, tiny_model)
 
 
 def test_dynamic_graph_has_symbolic_height_and_width(dynamic_export):
+    assert read_description(dynamic_export[2])["export"]["input_size"] is None
     graph = onnx.load(str(dynamic_export[2])).graph
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["scores"]
     image = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
@@ -110,6 +122,32 @@ def test_dynamic_graph_has_symbolic_height_and_width(dynamic_export):
 def test_fixed_export_needs_a_size(tmp_path, tiny_model_file, capsys):
     assert main(["export", "--model", str(tiny_model_file), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "--size H W is required" in error_line(capsys) and not (tmp_path / "m.onnx").exists()
+
+
+def test_openvino_export_without_openvino_names_the_extra(tmp_path, tiny_model_file, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    out = tmp_path / "m.xml"
+    assert main(["export", "--model", str(tiny_model_file), "--size", "64", "64", "--out", str(out)]) == 2
+    assert 'OpenVINO export needs openvino: pip install "lrformer[deploy]"' in error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "out, options, message",
+    [
+        ("w.xml", [], "would overwrite the input"),  # the IR's .bin is the checkpoint w.bin
+        ("m.onnx", ["--format", "openvino"], "an openvino export is written to a .xml file"),
+        ("m.xml", ["--format", "onnx"], "an onnx export is written to a .onnx file"),
+    ],
+)
+def test_output_mistakes_write_nothing(tmp_path, tiny_model_file, tiny_checkpoint, capsys, out, options, message):
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(tiny_checkpoint.read_bytes())
+    args = ["export", "--model", str(tiny_model_file), "--weights", str(weights), "--size", "64", "64"]
+    assert main([*args, "--out", str(tmp_path / out), *options]) == 2
+    assert message in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "w.bin"]
+    assert weights.read_bytes() == tiny_checkpoint.read_bytes()
 
 
 class StridedFeatures(nn.Module):

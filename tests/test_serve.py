@@ -204,15 +204,14 @@ def test_served_model_info_names_every_class_in_its_colour(predictor):
     from lrformer.cli.outputs import Legend
     from lrformer.cli.serve import served_model_info
 
-    model = predictor.model
     palette = np.array(PALETTE + [[1, 2, 3]], dtype=np.uint8)  # one colour more than classes: not served
-    info = served_model_info(model, predictor, Legend(palette, None))
-    assert info["name"] == "lrformer_t" and info["num_classes"] == 5
+    info = served_model_info(predictor, Legend(palette, None))
+    assert info["name"] == "lrformer_t" and info["num_classes"] == 5 and info["export"] is None  # a PyTorch model
     assert info["classes"] == ["class 0", "class 1", "class 2", "class 3", "class 4"]  # unnamed classes
     assert info["palette"] == PALETTE and all(type(v) is int for color in info["palette"] for v in color)
     test = json.loads(json.dumps(info))["test"]  # what GET /model sends
     assert test["scale"] == list(predictor.config.scale) and test["mode"] == predictor.config.mode
-    named = served_model_info(model, predictor, Legend(palette, NAMES + ["unused"]))
+    named = served_model_info(predictor, Legend(palette, NAMES + ["unused"]))
     assert named["classes"] == NAMES
 
 

@@ -1,18 +1,23 @@
 """``lrformer benchmark``: latency, throughput and peak memory of a model over input sizes; with
-``--train`` the time and memory of a training step (with and without activation checkpointing);
-with ``--data`` the images/s of the training data pipeline."""
+``--backend`` the same for its ONNX Runtime and OpenVINO exports (float32 and int8) side by side
+(:mod:`lrformer.deploy.speed`); with ``--train`` the time and memory of a training step (with and
+without activation checkpointing); with ``--data`` the images/s of the training data pipeline."""
 
 from __future__ import annotations
 
 import argparse
 
 HELP = (
-    "measure latency (median, p90), images/s and peak memory over one or many resolutions; --train: a "
-    "training step's time and memory with/without activation checkpointing; --data: the training data pipeline"
+    "measure latency (median, p90), images/s and peak memory over one or many resolutions, in PyTorch and, with "
+    "--backend, in ONNX Runtime and OpenVINO (fp32, int8) side by side; --train: a training step's time and memory "
+    "with/without activation checkpointing; --data: the training data pipeline"
 )
 
 OPTIONS = {  # dest → (flag, modes that use it)
     "model": ("--model", ("inference", "train")),
+    "backend": ("--backend", ("inference",)),
+    "int8": ("--int8", ("inference",)),
+    "weights": ("--weights", ("inference",)),
     "device": ("--device", ("inference", "train")),
     "size": ("--size", ("inference", "train")),
     "batch": ("--batch", ("inference", "train")),
@@ -32,12 +37,26 @@ OPTIONS = {  # dest → (flag, modes that use it)
 """The options that only some modes use; giving one to another mode is an error naming it."""
 UNSET = (None, False, "auto", "fp32")
 """Values that mean an option was left at its default (``--device auto``, ``--precision fp32``)."""
+TORCH_ONLY = {"no_fast": "--no-fast", "compile": "--compile", "cudnn_benchmark": "--cudnn-benchmark"}
+"""Options of the PyTorch row only (with --precision other than fp32): refused without --backend torch."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .common import add_device_argument, add_fast_argument, add_precision_argument, non_negative_int, positive_int
 
     parser.add_argument("--model", default=None, help="variant name or model YAML/JSON (not with --data)")
+    deploy = parser.add_argument_group("exported models side by side (--backend, --weights)")
+    deploy.add_argument("--backend", action="append", choices=("torch", "onnxruntime", "openvino"), default=None,
+                        help="repeat to compare: torch (the PyTorch fast path; the default), onnxruntime, openvino. "
+                        "The model is exported at each --size to a temporary folder and timed through the network "
+                        "call lrformer predict makes, all backends interleaved in one process; peak memory comes "
+                        "from a fresh process per row; 'vs torch' is the speed-up over the torch row")  # fmt: skip
+    deploy.add_argument("--int8", action="store_true",
+                        help="also the int8 export (OpenVINO, NNCF), calibrated on 8 synthetic scenes through the "
+                        "test pipeline: fine for speed, not for accuracy (lrformer export --int8 --calib for that)")  # fmt: skip
+    deploy.add_argument("--weights", default=None, metavar="FILE",
+                        help="an exported model (.onnx, or an OpenVINO .xml with its .bin) timed as it is (default "
+                        "size: the one it was exported for); add --backend torch to compare it with its PyTorch model")  # fmt: skip
     parser.add_argument("--size", nargs=2, type=positive_int, action="append", metavar=("H", "W"),
                         help="input size (--train: crop size); repeat for several (default 512 512)")  # fmt: skip
     parser.add_argument("--batch", type=positive_int, default=None,
@@ -46,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision_argument(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     add_fast_argument(parser)
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads (torch.set_num_threads; with --backend also the runtimes' threads)")  # fmt: skip
     parser.add_argument("--warmup", type=non_negative_int, default=None,
                         help="untimed passes per size (default 3; --train: steps, default 1, at least 1)")  # fmt: skip
     parser.add_argument("--iters", type=positive_int, default=None,
@@ -71,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--batches", type=positive_int, default=None, help="timed batches per worker count (default 10)")
     parser.epilog = (
         "examples: lrformer benchmark --model lrformer_t --size 512 512 --size 1024 1024 --threads 2; "
+        "lrformer benchmark --model lrformer_t --backend torch --backend onnxruntime --backend openvino --int8 "
+        "--threads 2 --plot speed.png; lrformer benchmark --weights lrformer_t_int8.xml --backend torch; "
         "lrformer benchmark --train --model lrformer_b --batch 2 --size 512 512; "
         "lrformer benchmark --data configs/lrformer_t_ade20k.yaml --workers 0 2 4"
     )
@@ -82,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
     mode = _check_mode(args)
     if mode == "data":
         return _run_data(args)
-    if args.model is None:
+    if args.model is None and not args.weights:
         raise ConfigError("give --model (a variant name such as lrformer_t, or a model YAML/JSON)")
     if mode == "train":
         return _run_train(args)
+    if args.backend or args.weights or args.int8:
+        return _run_backends(args)
     return _run_inference(args)
 
 
@@ -141,6 +165,93 @@ def _run_inference(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(rows, args.plot, f"{args.model} on {args.device} ({args.precision}, batch {batch})")
     return 0
+
+
+def _run_backends(args: argparse.Namespace) -> int:
+    """Backends side by side (:class:`lrformer.deploy.speed.Comparison`): one table, CSV and plot."""
+    from ..deploy.speed import Comparison, check_backends
+    from ..utils import require_extra
+    from .common import check_output_file
+
+    backends = tuple(dict.fromkeys(args.backend or ()))
+    _check_backend_options(args, backends)
+    check_backends(backends, args.int8, export=args.weights is None)
+    _check_devices(args, backends)
+    if args.plot:
+        require_extra("matplotlib", "plot", "--plot")
+    check_output_file(args.csv, "--csv", (args.model, args.weights))
+    check_output_file(args.plot, "--plot", (args.model, args.weights))
+    comparison = Comparison(args.model, backends, args.int8, args.weights, args.batch or 1, args.device, args.threads,
+                            not args.no_fast, args.precision, args.compile, 3 if args.warmup is None else args.warmup,
+                            args.iters or 10)  # fmt: skip
+    sizes = [tuple(s) for s in args.size] if args.size else comparison.default_sizes()
+    comparison.check_sizes(sizes)
+    if not args.weights and set(backends) - {"torch"}:
+        calibration = " (int8: calibrated on synthetic scenes, for speed only)" if args.int8 else ""
+        print(f"exporting the model at each size{calibration}", flush=True)
+    header = (f"{'backend':<12} {'precision':<9} {'size':>11} {'batch':>5} {'median ms':>10} {'p90 ms':>8} {'img/s':>8} "
+              f"{'peak MB':>8} {'vs torch':>8}")  # fmt: skip
+    rows = []
+    for results in comparison.run(sizes):
+        if not rows:  # after the first size's exports, whose tools print progress of their own
+            print(header, flush=True)
+        for row in results:
+            speedup = f"{row['speedup']:.2f}x" if row["speedup"] == row["speedup"] else "-"
+            print(f"{row['backend']:<12} {row['precision']:<9} {row['height']:>5}x{row['width']:<5} {row['batch']:>5} "
+                  f"{row['median_ms']:>10.1f} {row['p90_ms']:>8.1f} {row['images_per_s']:>8.2f} {row['peak_mb']:>8.0f} "
+                  f"{speedup:>8}", flush=True)  # fmt: skip
+        rows += results
+    for note in comparison.notes:
+        print(f"note: {note}")
+    print("latency: the backends interleaved in this process; peak MB: a fresh process that loads one network and "
+          "runs it (PyTorch and the runtime included); vs torch: the torch row's median latency over this row's")  # fmt: skip
+    _write_csv(args.csv, rows)
+    if args.plot:
+        _plot(rows, args.plot, f"{args.model or args.weights} on {args.device} (batch {args.batch or 1})")
+    return 0
+
+
+def _check_backend_options(args: argparse.Namespace, backends: tuple[str, ...]) -> None:
+    """One-line errors for what a backend comparison cannot do."""
+    from ..deploy.runtimes import is_exported
+    from ..deploy.speed import INT8_BACKENDS
+    from ..errors import ConfigError
+
+    runtimes = [b for b in backends if b != "torch"]
+    if args.weights and not is_exported(args.weights):
+        raise ConfigError(f"--weights {args.weights}: benchmark times an exported model (.onnx, or an OpenVINO .xml); "
+                          "a PyTorch model is timed by --model (its weights do not change its speed)")  # fmt: skip
+    if args.weights and (runtimes or args.int8):
+        option = f"--backend {runtimes[0]}" if runtimes else "--int8"
+        raise ConfigError(f"--weights {args.weights} is timed as it is, not exported: leave {option} out (or drop "
+                          "--weights to export --model)")  # fmt: skip
+    if args.int8 and not set(backends) & set(INT8_BACKENDS):
+        raise ConfigError("--int8 adds the int8 export of OpenVINO: add --backend openvino")
+    if "torch" not in backends:
+        given = [flag for dest, flag in TORCH_ONLY.items() if getattr(args, dest) not in UNSET]
+        given += [f"--precision {args.precision}"] if args.precision != "fp32" else []
+        if given:
+            raise ConfigError(f"{given[0]} applies to the PyTorch model: add --backend torch, or leave it out")
+    if not args.weights and not backends:
+        raise ConfigError("give --backend torch|onnxruntime|openvino (repeat it to compare), or --weights FILE")
+
+
+def _check_devices(args: argparse.Namespace, backends: tuple[str, ...]) -> None:
+    """``--device`` for every row, before anything is exported (each backend resolves ``auto`` its way)."""
+    from ..deploy.runtimes import resolve_device
+    from ..devices import autocast_dtype, check_device, set_cudnn_autotuning
+
+    if "torch" in backends:
+        import torch
+
+        device = check_device(args.device, "--device", "--device cpu")
+        autocast_dtype(args.precision, device)
+        set_cudnn_autotuning(torch.device(device), args.cudnn_benchmark == "on")
+    for backend, suffix in (("onnxruntime", ".onnx"), ("openvino", ".xml")):
+        if backend in backends:
+            resolve_device(f"model{suffix}", args.device)
+    if args.weights:
+        resolve_device(args.weights, args.device)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -217,12 +328,18 @@ def _plot(rows: list[dict], path: str, title: str) -> None:
     require_extra("matplotlib", "plot", "--plot").use("Agg")
     import matplotlib.pyplot as plt
 
-    pixels = [r["height"] * r["width"] / 1e6 for r in rows]
+    series: dict[str, list[dict]] = {}
+    for row in rows:  # one line per backend and precision (a single one without --backend)
+        series.setdefault(" ".join(str(row[k]) for k in ("backend", "precision") if k in row), []).append(row)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(pixels, [r["median_ms"] for r in rows], "o-")
+    for label, points in series.items():
+        pixels = [r["height"] * r["width"] / 1e6 for r in points]
+        left.plot(pixels, [r["median_ms"] for r in points], "o-", label=label or None)
+        right.plot(pixels, [r["peak_mb"] for r in points], "o-", label=label or None)
     left.set(xlabel="megapixels per image", ylabel="median latency (ms)", title="latency")
-    right.plot(pixels, [r["peak_mb"] for r in rows], "o-", color="tab:red")
     right.set(xlabel="megapixels per image", ylabel="peak memory (MB)", title="memory")
+    if len(series) > 1:
+        left.legend()
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -54,14 +54,18 @@ def _int_at_least(text: str, low: int) -> int:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="variant name (lrformer_t|s|b|l, ..._plus) or a model YAML/JSON; not needed for a "
-                        "checkpoint written by lrformer train, which describes its model")  # fmt: skip
+                        "checkpoint written by lrformer train or a model lrformer export wrote, which describe their "
+                        "model")  # fmt: skip
     parser.add_argument("--weights", default=None,
-                        help="checkpoint: a path (.pth or .safetensors), an http(s) URL or hf-hub:OWNER/REPO/PATH[@REV]")  # fmt: skip
+                        help="checkpoint: a path (.pth or .safetensors), an http(s) URL or hf-hub:OWNER/REPO/PATH[@REV]; "
+                        "predict, eval and serve also run an exported model (.onnx on ONNX Runtime, .xml + .bin on "
+                        "OpenVINO), which describes itself")  # fmt: skip
     parser.add_argument(
         "--num-classes",
         type=positive_int,
         default=None,
-        help="classes of the model (default: the model file's, or 150)",
+        help="classes of the model (default: the model file's, or 150); an exported model describes its own, "
+        "except one exported elsewhere",
     )
     add_device_argument(parser)
     add_fast_argument(parser)
@@ -69,12 +73,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
-                        help="auto (default: cuda if PyTorch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N or mps")  # fmt: skip
+                        help="auto (default: cuda if PyTorch sees a GPU, else mps, else cpu), cpu, cuda, cuda:N or mps; "
+                        "an exported model: auto (cpu, or cuda with onnxruntime-gpu), cpu, cuda[:N] (ONNX Runtime), "
+                        "gpu[.N] (OpenVINO on an Intel GPU)")  # fmt: skip
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads of the network: intra-op threads of ONNX Runtime / OpenVINO, or "
+                        "torch.set_num_threads (default: the runtime's choice)")  # fmt: skip
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                        help="autocast precision of the network (scores are merged in fp32; default fp32)")  # fmt: skip
+                        help="autocast precision of a PyTorch model (scores are merged in fp32; default fp32); an "
+                        "exported model runs in the precision it was exported in, so other values are refused")  # fmt: skip
 
 
 def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
@@ -84,26 +97,44 @@ def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def check_run_options(args: argparse.Namespace) -> None:
-    """Check, before anything is written, ``--device`` (``auto`` replaced by the device it picks),
-    ``--precision`` on that device and, for the commands that have ``--max-pixels``, the pixel
-    limit (``None`` replaced by ``LRFORMER_MAX_PIXELS`` or the default, so a malformed variable is
-    named now; the limit is then passed to the decoders as an argument)."""
+    """Check, before anything is written, ``--device`` (``auto`` replaced by the device it picks;
+    for an exported model, the device its runtime picks), ``--precision`` on that device and, for
+    the commands that have ``--max-pixels``, the pixel limit (``None`` replaced by
+    ``LRFORMER_MAX_PIXELS`` or the default, so a malformed variable is named now; the limit is
+    then passed to the decoders as an argument). ``--no-fast`` and ``--precision`` are refused
+    for an exported model: it runs as it was exported."""
+    from ..deploy.runtimes import is_exported, resolve_device
     from ..devices import autocast_dtype, check_device
 
     if hasattr(args, "max_pixels"):
         from ..image.io import pixel_limit
 
         args.max_pixels = pixel_limit(args.max_pixels)
+    if is_exported(getattr(args, "weights", None)):
+        _refuse_torch_options(args)
+        args.device = resolve_device(args.weights, args.device)
+        return
     args.device = check_device(args.device, "--device", "--device cpu")
     if getattr(args, "precision", None):
         autocast_dtype(args.precision, args.device)
+
+
+def _refuse_torch_options(args: argparse.Namespace) -> None:
+    """``--no-fast`` and ``--precision`` apply to PyTorch models: an exported one runs as it was exported."""
+    option = "--no-fast" if getattr(args, "no_fast", False) else None
+    if getattr(args, "precision", None) not in (None, "fp32"):
+        option = f"--precision {args.precision}"
+    if option:
+        raise ConfigError(f"{option} applies to PyTorch models: the exported {args.weights} runs as it was exported "
+                          f"(its precision, no fast-path switch); leave {option.split()[0]} out")  # fmt: skip
 
 
 def add_fast_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fast",
         action="store_true",
-        help="run the model as loaded instead of the inference fast path (lrformer.reparameterize_model)",
+        help="run the model as loaded instead of the inference fast path (lrformer.reparameterize_model); "
+        "PyTorch models only (refused for an exported model)",
     )
 
 
@@ -153,21 +184,51 @@ def inference_config(args: argparse.Namespace, base: InferenceConfig) -> Inferen
     return replace(base, **changes)
 
 
-def load_model(args: argparse.Namespace):
+def load_model(args: argparse.Namespace, exported: bool = False):
     """The model of ``--model`` / ``--weights`` (a self-describing checkpoint needs no ``--model``),
     loaded strictly, in eval mode, reparameterized for inference unless ``--no-fast``.
-    ``args.device`` is checked first and ``auto`` replaced by the device it picks."""
+    ``args.device`` is checked first and ``auto`` replaced by the device it picks; ``--threads``
+    (where the command has it) sets PyTorch's CPU threads.
+
+    With ``exported`` (commands that run any network: predict, eval, serve, benchmark), an
+    exported ``--weights`` (``.onnx``, ``.xml``) gives a :class:`~lrformer.inference.network.Network`
+    run by its runtime (:func:`lrformer.deploy.load_network`) on ``--threads`` threads; ``--model`` /
+    ``--num-classes`` only describe a file exported elsewhere. Without it, an export is refused."""
     from .. import create_model, reparameterize_model
+    from ..deploy.runtimes import is_exported
     from ..devices import check_device
 
+    threads = getattr(args, "threads", None)
+    if is_exported(args.weights):
+        if not exported:
+            raise ConfigError(f"--weights {args.weights} is an exported model, which this command cannot use: give the "
+                              "PyTorch checkpoint (.pth / .safetensors) it was exported from")  # fmt: skip
+        from ..deploy.runtimes import load_network, resolve_device
+
+        device = resolve_device(args.weights, args.device)
+        return load_network(args.weights, device, threads, args.model, args.num_classes)
     args.device = check_device(args.device, "--device", "--device cpu")
     if args.model is None and args.weights is None:
         raise ConfigError("give --weights (a checkpoint written by lrformer train names its model) and/or --model")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     name, weights = (args.model, args.weights) if args.model else (args.weights, None)
     model = create_model(name, num_classes=args.num_classes, pretrained=weights, reset_classifier=False)
     if not args.weights and not getattr(model, "config", {}).get("pretrained"):
         print("warning: no --weights given: the model has random weights", flush=True)
     return model.eval() if args.no_fast else reparameterize_model(model, inplace=True)
+
+
+def predictor_options(model, args: argparse.Namespace) -> dict:
+    """The ``Predictor`` arguments of ``--device`` and ``--precision`` for a PyTorch model; a
+    :class:`~lrformer.inference.network.Network` (an exported model) runs where it was loaded."""
+    from ..inference.network import Network
+
+    if isinstance(model, Network):
+        return {}
+    return {"device": args.device, "precision": getattr(args, "precision", "fp32")}
 
 
 def check_output_file(path: str | None, option: str, inputs: tuple = (), input_folders: tuple = ()) -> None:

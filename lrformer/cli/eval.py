@@ -9,10 +9,18 @@ HELP = "evaluate mIoU on ADE20K, Cityscapes, COCO-Stuff or a dataset described i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_model_arguments, add_precision_argument, add_test_arguments, non_negative_int, positive_int
+    from .common import (
+        add_model_arguments,
+        add_precision_argument,
+        add_test_arguments,
+        add_threads_argument,
+        non_negative_int,
+        positive_int,
+    )
 
     add_model_arguments(parser)
     add_precision_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--data", required=True, help="ade20k | cityscapes | cocostuff | path to a dataset YAML")
     parser.add_argument("--data-root", required=True, help="folder holding the dataset")
     parser.add_argument("--split", default="val", help="split (default val)")
@@ -25,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(named after the image's path in the dataset)")  # fmt: skip
     parser.epilog = (
         "example: lrformer eval --model lrformer_t --weights lrformer_t_ade20k.pth --data ade20k --data-root data/\n"
-        "many processes: torchrun --nproc-per-node 4 -m lrformer eval ... --device cuda"
+        "many processes: torchrun --nproc-per-node 4 -m lrformer eval ... --device cuda\n"
+        "an exported model (what int8 costs): lrformer eval --weights lrformer_t_int8.xml --data ade20k --data-root data/"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.datasets import SegmentationDataset, load_spec
+    from ..deploy.runtimes import is_exported
     from ..engine.distributed import device_for, init_distributed, shutdown
     from ..evaluation import evaluate
     from ..inference.predictor import model_defaults
@@ -40,15 +50,16 @@ def run(args: argparse.Namespace) -> int:
     check_run_options(args)  # before anything is written
     check_output_file(args.json, "--json", (args.weights, args.model, args.data), (args.data_root,))
     check_show_dir(args.show_dir, args.data_root)
-    info = init_distributed(args.device)
+    exported = is_exported(args.weights)  # runs where its runtime runs it: the processes share no device
+    info = init_distributed("cpu" if exported else args.device)
     try:
         spec = load_spec(args.data)
         dataset = SegmentationDataset(spec, args.data_root, args.split)
-        if args.num_classes is None and not str(args.model).endswith((".yaml", ".yml", ".json")):
+        if args.num_classes is None and not exported and not str(args.model).endswith((".yaml", ".yml", ".json")):
             args.num_classes = len(spec.classes)
-        model = load_model(args)
+        model = load_model(args, exported=True)
         config = inference_config(args, model_defaults(model, spec.test))
-        device = device_for(args.device, info, "--device", "--device cpu")
+        device = None if exported else device_for(args.device, info, "--device", "--device cpu")
         show = panel_writer(args.show_dir, dataset) if args.show_dir else None
         metrics = evaluate(
             model, dataset, config, args.batch_size, args.workers, device, precision=args.precision, show=show

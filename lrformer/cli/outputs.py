@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -42,15 +42,15 @@ class Legend:
         self.palette, self.names = palette, names
 
     @classmethod
-    def for_model(cls, model, num_classes: int, option: str | None) -> Legend:
-        """A self-describing checkpoint's palette and classes, unless ``--palette`` (``option``)
-        names others; else the dataset of that name (or a dataset YAML), or the one the class
-        count suggests (150 ADE20K, 19 Cityscapes, 171 COCO-Stuff), else random colours."""
+    def for_model(cls, description: Mapping, num_classes: int, option: str | None) -> Legend:
+        """The palette and classes of a model's ``description`` (``Predictor.network.description``:
+        a self-describing checkpoint's or export's), unless ``--palette`` (``option``) names
+        others; else the dataset of that name (or a dataset YAML), or the one the class count
+        suggests (150 ADE20K, 19 Cityscapes, 171 COCO-Stuff), else random colours."""
         from ..data.datasets import load_spec
         from ..data.palettes import DATASETS, get_palette
 
-        config = getattr(model, "config", {})
-        saved_palette, saved_classes = config.get("palette"), config.get("classes")
+        saved_palette, saved_classes = description.get("palette"), description.get("classes")
         if saved_palette and not option and len(saved_palette) >= num_classes:
             return cls(np.asarray(saved_palette, dtype=np.uint8), saved_classes)
         if option and option.endswith((".yaml", ".yml")):

@@ -11,7 +11,8 @@ from pathlib import Path
 HELP = "segment images and videos: label maps (palette PNG), overlays with a legend, panels, class fractions"
 EXAMPLE = (
     "examples:\n  lrformer predict --model lrformer_t --weights lrformer_t_ade20k.pth photos/ --out out/ --json\n"
-    "  lrformer predict --weights work_dirs/run/best.pth clip.mp4 --out out/ --batch-size 8 --frames"
+    "  lrformer predict --weights work_dirs/run/best.pth clip.mp4 --out out/ --batch-size 8 --frames\n"
+    "  lrformer predict --weights lrformer_t_int8.xml photos/ --out out/ --threads 4   # an exported model"
 )
 
 
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_model_arguments,
         add_precision_argument,
         add_test_arguments,
+        add_threads_argument,
         fraction,
         non_negative_int,
         positive_int,
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_arguments(parser)
     add_precision_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image or video files, folders (recursive) or globs; videos: anything OpenCV "
                         "decodes (mp4, avi, mov, mkv, webm, ...)")  # fmt: skip
@@ -57,17 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor
     from ..inference.predictor import model_defaults
-    from .common import check_run_options, inference_config, load_model
+    from .common import check_run_options, inference_config, load_model, predictor_options
     from .outputs import ImageOutputs, Legend
 
     check_run_options(args)
     images, videos, errors = _collect(args)
-    model = load_model(args)
-    predictor = Predictor(
-        model, inference_config(args, model_defaults(model)), device=args.device, precision=args.precision
-    )
+    model = load_model(args, exported=True)
+    predictor = Predictor(model, inference_config(args, model_defaults(model)), **predictor_options(model, args))
     out = Path(args.out)
-    outputs = ImageOutputs(out, Legend.for_model(model, predictor.num_classes, args.palette), args)
+    legend = Legend.for_model(predictor.network.description, predictor.num_classes, args.palette)
+    outputs = ImageOutputs(out, legend, args)
     _segment_images(images, predictor, outputs, args, errors)
     frames = _segment_videos(videos, out, predictor, outputs.legend, args, errors)
     summary = f"segmented {outputs.done} image(s)" + (

@@ -12,6 +12,7 @@ from torch import nn
 from ..data.datasets import SegmentationDataset
 from ..errors import ConfigError
 from ..inference.loading import PreparedImages, PreparedItem
+from ..inference.network import Network
 from ..inference.predictor import InferenceConfig, Predictor, model_defaults
 from .metrics import IoUMetric, SegmentationMetrics
 
@@ -33,7 +34,7 @@ class LabelledImages(PreparedImages):
 
 
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Network,
     dataset: SegmentationDataset,
     config: InferenceConfig | None = None,
     batch_size: int = 1,
@@ -44,6 +45,9 @@ def evaluate(
     show: Callable[[np.ndarray, np.ndarray, np.ndarray, str], None] | None = None,
 ) -> SegmentationMetrics:
     """mIoU of ``model`` on ``dataset`` with the test-time settings ``config`` (default: the dataset's).
+    ``model`` may be a :class:`~lrformer.inference.network.Network` (e.g. an exported model,
+    :func:`lrformer.deploy.load_network`), which runs where it was loaded (``device`` and
+    ``precision`` are then not used).
 
     Under torchrun every rank takes every ``world_size``-th image and the confusion sums are
     all-reduced, so all ranks return the single-process numbers. ``precision``: ``fp32``,
@@ -59,7 +63,8 @@ def evaluate(
             f"{len(classes)}: create the model with num_classes={len(classes)} (and matching weights)"
         )
     config = config or model_defaults(model, dataset.spec.test)
-    predictor = Predictor(model, config, device=device, precision=precision)
+    options = {} if isinstance(model, Network) else {"device": device, "precision": precision}
+    predictor = Predictor(model, config, **options)
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import autocast, autocast_dtype, check_device
 from ..errors import ConfigError
 from ..image.io import INPUT_FORMATS, ImageInput, to_bgr
 from ..image.pipeline import MMSEG_TTA_RATIOS as MMSEG_TTA_RATIOS  # re-exported: defined with the settings
@@ -22,7 +21,7 @@ from ..image.pipeline import InferenceConfig
 from ..image.transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
 from ..image.video import VideoReader
 from ..models.layers import resize
-from ..models.reparameterize import reparameterize_model
+from .network import Network, TorchNetwork, module_description, variant_test_settings
 from .sliding import long_side_windows, slide
 
 logger = logging.getLogger(__name__)
@@ -84,18 +83,20 @@ def prepare(
     return PreparedImage(views, bgr.shape[:2], bgr if keep_image else None)
 
 
-def model_defaults(model: nn.Module, base: InferenceConfig | None = None) -> InferenceConfig:
-    """``base`` (default settings, or a dataset's) adapted to the model: its test pipeline
+def model_defaults(model: nn.Module | Network, base: InferenceConfig | None = None) -> InferenceConfig:
+    """``base`` (default settings, or a dataset's) adapted to the model (a PyTorch model or a
+    :class:`~lrformer.inference.network.Network`, e.g. an exported one): its test pipeline
     (``pad`` for LRFormer+) and, where ``base`` has the standard 512 bound, the model's own test
     scale (LRFormer-L: ``(2560, 640)``). Without ``base``, a model loaded from a self-describing
-    checkpoint uses the test settings it was trained and validated with."""
-    config = getattr(model, "config", {})
-    if base is None and config.get("test"):
-        return InferenceConfig.from_dict(config["test"])
+    checkpoint or export uses the test settings it was trained and validated with."""
+    description = model.description if isinstance(model, Network) else module_description(model)
+    if base is None and description.get("test"):
+        return InferenceConfig.from_dict(description["test"])
     base = base or InferenceConfig()
-    changes: dict = {"pipeline": config.get("test_pipeline", base.pipeline)}
-    if config.get("test_scale") and base.scale == InferenceConfig.scale:
-        changes["scale"] = tuple(config["test_scale"])
+    settings = variant_test_settings(description.get("model") or {})
+    changes: dict = {"pipeline": settings.get("test_pipeline", base.pipeline)}
+    if settings.get("test_scale") and base.scale == InferenceConfig.scale:
+        changes["scale"] = tuple(settings["test_scale"])
     return replace(base, **changes)
 
 
@@ -120,21 +121,29 @@ class Predictor:
 
     The network's output is ``model(x)``: class scores at the input size for every variant
     (:class:`~lrformer.models.LRFormerSegmentor`), converted to float32 before they are merged.
+    ``model`` may also be any :class:`~lrformer.inference.network.Network`, e.g. an exported
+    model run by ONNX Runtime or OpenVINO (:func:`lrformer.deploy.load_network`): the same test
+    pipeline wraps it, only the network call changes.
 
     Args:
-        model: a segmentation model (LRFormer or LRFormer+) with a decode head.
+        model: a segmentation model (LRFormer or LRFormer+) with a decode head, or a ``Network``.
         config: test-time settings (default: the model's, see :func:`model_defaults`).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``;
-            default: where ``model`` is.
-        fast: run the reparameterized inference structure.
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast); scores are converted to fp32
-            before they are resized and merged.
+            default: where ``model`` is. A ``Network`` runs where it was loaded.
+        fast: run the reparameterized inference structure (PyTorch models).
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast, PyTorch models); scores are
+            converted to fp32 before they are resized and merged.
         input_format: channel order of array inputs, ``"rgb"`` or ``"bgr"``.
+
+    Attributes:
+        network: the :class:`~lrformer.inference.network.Network` run (a
+            :class:`~lrformer.inference.network.TorchNetwork` for a PyTorch model).
+        model: the PyTorch module run (the fast copy), or the ``Network`` for any other network.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Network,
         config: InferenceConfig | None = None,
         device: str | torch.device | None = None,
         fast: bool = True,
@@ -142,32 +151,27 @@ class Predictor:
         input_format: str = "rgb",
         **settings,
     ) -> None:
-        if config is None:
-            config = model_defaults(model)
-        self.config = replace(config, **settings) if settings else config
-        if device is None:
-            self.device = next(model.parameters()).device
-        else:
-            self.device = torch.device(check_device(device, "device", 'device="cpu"'))
-        self.autocast_dtype = autocast_dtype(precision, self.device, "precision")
         if input_format not in INPUT_FORMATS:
             raise ConfigError(f"input_format must be 'rgb' or 'bgr', got {input_format!r}")
         self.input_format = input_format
-        self.num_classes = getattr(model, "num_classes", None)
-        if not self.num_classes:
-            raise ConfigError(
-                "the model has no decode head, so it gives no class scores: create a segmentation model "
-                "(e.g. lrformer_t or lrformer_xl_plus)"
-            )
-        self.model = (reparameterize_model(model) if fast else model.eval()).to(self.device)
+        if isinstance(model, Network):
+            _check_network_options(model, device, fast, precision)
+            self.network = model
+        else:
+            self.network = TorchNetwork(model, device, fast, precision)
+        self.config = config if config is not None else model_defaults(self.network)
+        self.config = replace(self.config, **settings) if settings else self.config
+        self.device, self.num_classes = self.network.device, self.network.num_classes
+
+    @property
+    def model(self) -> nn.Module | Network:
+        return self.network.module if isinstance(self.network, TorchNetwork) else self.network
 
     # ---------------------------------------------------------------- network
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w)`` → ``model(x)``, the class scores at the input size ``(N, C, h, w)``, in fp32."""
-        dtype = next(self.model.parameters()).dtype
-        with autocast(self.device, self.autocast_dtype):
-            scores = self.model(x.to(dtype))
-        return scores.float()
+        self.network.check_size(*x.shape[-2:])
+        return self.network(x)
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
@@ -177,14 +181,15 @@ class Predictor:
         height, width = x.shape[-2:]
         if self.config.mode == "slide":
             return slide(x, self._network, self.config.crop, self.config.stride, batch_size)
-        fallback = long_side_windows(height, width, self.model.attention_elements, self.config.max_attention_elements)
+        attention = self.network.attention_elements
+        fallback = long_side_windows(height, width, attention, self.config.max_attention_elements)
         if fallback is not None:
             crop, stride = fallback
             logger.warning(
                 "input %dx%d: aspect ratio %.1f needs %.1f GB of attention in one pass; using %dx%d windows "
                 "(stride %d) along the long side instead",
                 height, width, max(height, width) / min(height, width),
-                self.model.attention_elements(height, width) * 4 / 1e9, *crop, max(stride),
+                attention(height, width) * 4 / 1e9, *crop, max(stride),
             )  # fmt: skip
             return slide(x, self._network, crop, stride, batch_size)
         return self._network(x)
@@ -282,6 +287,18 @@ class Predictor:
         if isinstance(image, (list, tuple)):
             return self.predict(image)
         return self.predict([image])[0]
+
+
+def _check_network_options(network: Network, device: str | torch.device | None, fast: bool, precision: str) -> None:
+    """Refuse PyTorch-only options for a :class:`Network` (it runs where and as it was loaded)."""
+    if precision != "fp32" or not fast:
+        option = f"precision={precision!r}" if precision != "fp32" else "fast=False"
+        raise ConfigError(f"{option} applies to a PyTorch model only: leave it out for {type(network).__name__}")
+    if device is not None and str(device) not in ("auto", str(network.device)):
+        raise ConfigError(
+            f"the network runs on {network.device}, not {device}: choose the device when loading it, or leave "
+            "device out"
+        )
 
 
 def resize_rows(scores: torch.Tensor, size: tuple[int, int], rows: slice) -> torch.Tensor:

@@ -120,7 +120,8 @@ def create_app(predictor: Predictor, description: dict, options: ServeOptions | 
     Args:
         predictor: a predictor of the loaded model (run by one worker thread).
         description: what ``GET /model`` answers: ``name``, ``classes``, ``palette`` (RGB per class),
-            ``test`` (the test-time settings); ``classes`` and ``palette`` also draw the overlays.
+            ``test`` (the test-time settings), ``export`` (an exported model's runtime, size and
+            precision; ``None`` for PyTorch); ``classes`` and ``palette`` also draw the overlays.
         options: limits (:class:`ServeOptions`).
     """
     handlers = Handlers(predictor, description, options or ServeOptions())
