@@ -1,13 +1,63 @@
-"""Synthetic test images and an independent reference of the official test pipeline."""
+"""Synthetic test images, an independent reference of the official test pipeline, and waiting
+bounded by work, not by a guess of the machine's speed (subprocesses, conditions)."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
+
+SLOW_MACHINE_TIMEOUT = 1800
+"""Seconds a test waits at most for a subprocess or a condition. Not a guess of how long the work
+takes: a bound that a slow, busy but working machine does not reach (the README's fine-tuning
+walkthrough took 348 s on two cores shared with other jobs), so reaching it means a hang."""
+
+
+def _tail(output: str | bytes | None, size: int = 3000) -> str:
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return (output or "")[-size:]
+
+
+def run_bounded(command: list[str], timeout: float = SLOW_MACHINE_TIMEOUT, **kwargs) -> subprocess.CompletedProcess:
+    """:func:`subprocess.run` bounded by ``timeout``; past it the test fails with the tail of the
+    captured output (what the command was doing) instead of a bare ``TimeoutExpired``."""
+    try:
+        return subprocess.run(command, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        stdout, stderr = exc.stdout, exc.stderr
+    pytest.fail(f"still running after {timeout:g} s (a hang?): {command}\n"
+                f"stdout: {_tail(stdout)}\nstderr: {_tail(stderr)}", pytrace=False)  # fmt: skip
+
+
+def communicate_bounded(process: subprocess.Popen, timeout: float = SLOW_MACHINE_TIMEOUT) -> tuple:
+    """:meth:`~subprocess.Popen.communicate` bounded by ``timeout``; past it the process is killed
+    and the test fails with the tail of its output."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    stdout, stderr = process.communicate()
+    pytest.fail(f"still running after {timeout:g} s (a hang?): {process.args}\n"
+                f"stdout: {_tail(stdout)}\nstderr: {_tail(stderr)}", pytrace=False)  # fmt: skip
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = SLOW_MACHINE_TIMEOUT) -> None:
+    """Poll ``condition()`` every 10 ms until it is true; fail naming ``what`` if it is still false
+    after ``timeout`` s. Waiting on the condition, not sleeping a guessed time, keeps a test
+    independent of the machine's speed."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"still waiting after {timeout:g} s: {what}", pytrace=False)
+        time.sleep(0.01)
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from .helpers import synthetic_photo
+from .helpers import SLOW_MACHINE_TIMEOUT, synthetic_photo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -50,7 +50,8 @@ def test_upload_shows_the_overlay_and_the_legend(tmp_path, tiny_model_file):
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), synthetic_photo(240, 320, seed=11))
     port = free_port()
-    server = start_server(["--model", str(tiny_model_file), "--palette", str(dataset), "--device", "cpu"], port)
+    argv = ["--model", str(tiny_model_file), "--palette", str(dataset), "--device", "cpu"]
+    server = start_server([*argv, "--timeout", str(SLOW_MACHINE_TIMEOUT)], port, timeout=SLOW_MACHINE_TIMEOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         status, body, _ = post(f"{url}/predict", photo.read_bytes())
@@ -61,11 +62,13 @@ def test_upload_shows_the_overlay_and_the_legend(tmp_path, tiny_model_file):
 
             classes = json.loads(response.read())["classes"]
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            bound_ms = SLOW_MACHINE_TIMEOUT * 1000  # waits end on their condition; this bound only catches a hang
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=bound_ms)
             page = browser.new_page(viewport={"width": 900, "height": 700})
+            page.set_default_timeout(bound_ms)
             page.goto(url)
             page.set_input_files("#file", str(photo))
-            page.wait_for_selector("body[data-done='1']", timeout=60_000)
+            page.wait_for_selector("body[data-done='1']")
             rows = page.eval_on_selector_all(
                 "#legend tbody tr", "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
             )
@@ -91,4 +94,4 @@ def test_upload_shows_the_overlay_and_the_legend(tmp_path, tiny_model_file):
             browser.close()
     finally:
         server.terminate()
-        server.wait(60)
+        server.wait(SLOW_MACHINE_TIMEOUT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from lrformer.cli.main import main
 from lrformer.data.convert import convert
 from lrformer.data.datasets import SegmentationDataset, load_spec
 
-from .helpers import synthetic_photo
+from .helpers import run_bounded, synthetic_photo
 
 
 def _write_pairs(img_dir: Path, ann_dir: Path, names, img_suffix, ann_suffix, labels):
@@ -141,7 +140,8 @@ def test_torchrun_two_processes_equal_one(tmp_path, tiny_model_file, generic):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
            "-m", "lrformer", "eval", *common, "--json", str(tmp_path / "two.json")]  # fmt: skip
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    done = run_bounded(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads((tmp_path / "two.json").read_text()) == json.loads((tmp_path / "one.json").read_text())
 
 

@@ -19,6 +19,8 @@ import yaml
 
 from lrformer.data import synthetic
 
+from .helpers import communicate_bounded, run_bounded
+
 TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -69,7 +71,7 @@ def standalone(
     """One node, two processes: ``torchrun --standalone --nproc-per-node 2 ... train CONFIG --set ...``."""
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", *launcher, *entry, "train", str(config_file),
                "--work-dir", str(work_dir), *(f"--set={o}" for o in overrides)]  # fmt: skip
-    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    return run_bounded(command, env=ENV, capture_output=True, text=True)
 
 
 def test_two_nodes_equal_one_node(tmp_path, config_file):
@@ -108,7 +110,13 @@ def test_two_nodes_equal_one_node(tmp_path, config_file):
         )  # fmt: skip
         for rank in (0, 1)
     ]
-    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    try:
+        logs = [communicate_bounded(node)[0] for node in nodes]
+    finally:
+        for node in nodes:  # the other launcher, when one of them hung
+            if node.poll() is None:
+                node.kill()
+                node.wait()
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
     for name in ("iter_*.pth", "best_mIoU_iter_*.pth"):  # written once, by the global rank 0
         assert [p.name for p in (tmp_path / "nodes").glob(name)] == [p.name for p in (tmp_path / "single").glob(name)]

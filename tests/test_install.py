@@ -15,6 +15,8 @@ import pytest
 from lrformer import utils
 from lrformer.errors import MissingExtraError
 
+from .helpers import run_bounded
+
 WITHOUT_TRAIN_EXTRA = """
 import sys
 for name in ("scipy", "tensorboard", "onnx", "onnxruntime", "psutil"):
@@ -23,10 +25,9 @@ for name in ("scipy", "tensorboard", "onnx", "onnxruntime", "psutil"):
 
 
 def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT_TRAIN_EXTRA + textwrap.dedent(code)],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_bounded(
+        [sys.executable, "-c", WITHOUT_TRAIN_EXTRA + textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def test_inference_runs_without_the_training_and_export_extras(tmp_path, tiny_model_file):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 import lrformer
 
-from .helpers import synthetic_photo
+from .helpers import run_bounded, synthetic_photo
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -89,8 +88,8 @@ def test_the_fine_tuning_walkthrough_runs(tmp_path):
     script = script.replace("iters 100", "iters 2").replace("max_iters=100", "max_iters=2")
     script = script.replace("iter_100", "iter_2").replace("lrformer/configs/", f"{README.parent}/lrformer/configs/")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    result = run_bounded(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "re-initialised decode_head.conv_seg.bias [5] -> [7]" in result.stderr

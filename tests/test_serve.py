@@ -4,10 +4,11 @@ micro-batching, per-request timeouts and a shutdown that finishes the queued req
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ from lrformer.inference import prepare  # noqa: E402
 from lrformer.serving.app import ServeOptions, create_app, error_response  # noqa: E402
 from lrformer.serving.worker import Busy, Closed, InferenceWorker  # noqa: E402
 
-from .helpers import synthetic_photo  # noqa: E402
+from .helpers import SLOW_MACHINE_TIMEOUT, synthetic_photo, wait_until  # noqa: E402
 from .test_decompression_bomb import png_bomb  # noqa: E402
 
 NAMES = ["sky", "tree", "water", "sand", "road"]
@@ -130,18 +131,43 @@ def test_statuses_come_from_the_error_types(predictor, description):
 
 
 class _Slow:
-    """A predictor stand-in that blocks until released (``started`` is set when it is entered)."""
+    """A predictor stand-in that blocks until released (``started`` is set when it is entered;
+    ``calls`` counts the batches it ran)."""
 
     def __init__(self, predictor, error=None):
         self.inner, self.config, self.num_classes = predictor, predictor.config, predictor.num_classes
-        self.release, self.started, self.error = threading.Event(), threading.Event(), error
+        self.release, self.started, self.error, self.calls = threading.Event(), threading.Event(), error, 0
 
     def predict_prepared(self, prepared, batch_size):
+        self.calls += 1
         self.started.set()
-        self.release.wait(10)
+        if not self.release.wait(SLOW_MACHINE_TIMEOUT):
+            raise TimeoutError("the test never released the predictor")
         if self.error:
             raise self.error
         return self.inner.predict_prepared(prepared, batch_size)
+
+
+class _Clock:
+    """The time the server's deadlines pass on (``create_app(sleep=clock.sleep)``), moved on only by
+    the test (:meth:`advance`): whether a request is past its deadline does not depend on the speed
+    of the machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float):
+        """An awaitable that returns once :meth:`advance` has moved the clock ``seconds`` past now."""
+        end = self.now + seconds  # now, when the server sets the deadline, not when it first awaits it
+
+        async def until_the_end():
+            while self.now < end:
+                await asyncio.sleep(0.005)
+
+        return until_the_end()
 
 
 def test_micro_batching_and_a_shutdown_that_finishes_the_queue(predictor):
@@ -149,27 +175,45 @@ def test_micro_batching_and_a_shutdown_that_finishes_the_queue(predictor):
     worker = InferenceWorker(slow, max_queue=8, max_batch=4)
     images = [synthetic_photo(64, 96, seed=i) for i in range(5)]
     futures = [worker.submit(prepare(images[0], predictor.config, input_format="bgr"))]
-    assert slow.started.wait(10)  # the worker runs the first job; the next four wait together
+    assert slow.started.wait(SLOW_MACHINE_TIMEOUT)  # the worker runs the first job; the next four wait together
     futures += [worker.submit(prepare(image, predictor.config, input_format="bgr")) for image in images[1:]]
     slow.release.set()
-    worker.close(timeout=30)
+    worker.close(timeout=SLOW_MACHINE_TIMEOUT)
+    assert not worker._thread.is_alive()
     assert list(worker.batches) == [1, 4]  # the four waiting requests of equal shape ran as one batch
     for future, image in zip(futures, images, strict=True):
         np.testing.assert_array_equal(future.result(0), predictor.predict([image[:, :, ::-1].copy()])[0])
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_slow_requests_504(predictor, description):
-    slow = _Slow(predictor)
-    app = create_app(slow, description, ServeOptions(max_queue=1, max_batch=1, timeout_s=0.5))
+    """The worker blocks until the test releases it and the deadlines pass when the test moves the
+    clock on, so each request meets the state it is meant to (running, queued, refused)."""
+    slow, clock = _Slow(predictor), _Clock()
+    app = create_app(slow, description, ServeOptions(max_queue=1, max_batch=1, timeout_s=5), sleep=clock.sleep)
     png = _png(synthetic_photo(64, 64))
-    with TestClient(app) as client:
-        assert client.post("/predict", content=png).status_code == 504  # running, blocked
-        assert client.post("/predict", content=png).status_code == 504  # waiting in the queue
-        busy = client.post("/predict", content=png)
-        assert busy.status_code == 503 and busy.headers["retry-after"] == "2" and "busy" in busy.json()["error"]
-        slow.release.set()
-        time.sleep(0.5)
-        assert client.post("/predict", content=png).status_code == 200
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        try:
+
+            def post():
+                return client.post("/predict", content=png)
+
+            def waiting():
+                return client.get("/health").json()["waiting"]
+
+            running = pool.submit(post)
+            assert slow.started.wait(SLOW_MACHINE_TIMEOUT)  # the worker runs it, blocked
+            queued = pool.submit(post)
+            wait_until(lambda: waiting() == 1, "the second request waits in the queue")
+            busy = post()
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "2" and "busy" in busy.json()["error"]
+            clock.advance(5)  # both deadlines pass
+            assert running.result(SLOW_MACHINE_TIMEOUT).status_code == 504  # running, blocked
+            assert queued.result(SLOW_MACHINE_TIMEOUT).status_code == 504  # waiting in the queue
+        finally:
+            slow.release.set()
+        wait_until(lambda: waiting() == 0, "the worker finishes the blocked job and skips the timed-out one")
+        assert post().status_code == 200
+        assert slow.calls == 2  # the request that timed out in the queue never ran
 
 
 def test_worker_refuses_beyond_its_queue_and_survives_errors(predictor, description):
@@ -177,7 +221,7 @@ def test_worker_refuses_beyond_its_queue_and_survives_errors(predictor, descript
     worker = InferenceWorker(slow, max_queue=1, max_batch=1)
     prepared = prepare(synthetic_photo(40, 40), predictor.config)
     worker.submit(prepared)
-    assert slow.started.wait(10)
+    assert slow.started.wait(SLOW_MACHINE_TIMEOUT)
     worker.submit(prepared)
     with pytest.raises(Busy):
         worker.submit(prepared)
@@ -185,7 +229,7 @@ def test_worker_refuses_beyond_its_queue_and_survives_errors(predictor, descript
     with pytest.raises(Closed):
         worker.submit(prepared)
     slow.release.set()
-    worker.close(timeout=30)  # a second close is harmless
+    worker.close(timeout=SLOW_MACHINE_TIMEOUT)  # a second close is harmless
     assert not worker._thread.is_alive()
     failing = _Slow(predictor, error=MemoryError("out of memory"))
     failing.release.set()
@@ -230,13 +274,12 @@ def test_loopback_load_every_answer_correct(tiny_model_file):
     reference = Predictor(create_model(tiny_model_file), input_format="bgr")
     expected = [reference(image) for image in images]
     port = free_port()
-    server = start_server(
-        ["--model", str(tiny_model_file), "--device", "cpu", "--max-batch", "4", "--queue", "2"], port
-    )
+    options = ["--device", "cpu", "--max-batch", "4", "--queue", "2", "--timeout", str(SLOW_MACHINE_TIMEOUT)]
+    server = start_server(["--model", str(tiny_model_file), *options], port, timeout=SLOW_MACHINE_TIMEOUT)
     try:
         figures = run_load(f"http://127.0.0.1:{port}/predict", [_png(i) for i in images], expected, 64, 8)
     finally:
         server.terminate()
-        server.wait(60)  # uvicorn stops gracefully, then re-raises SIGTERM
+        server.wait(SLOW_MACHINE_TIMEOUT)  # uvicorn stops gracefully, then re-raises SIGTERM
     assert figures["failures"] == [] and figures["requests"] == 64
     assert figures["busy_503"] > 0  # the bound held: 8 clients, room for 2 waiting

@@ -5,13 +5,14 @@ public name is used."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from lrformer.cli.main import COMMANDS
+
+from .helpers import run_bounded
 
 HEAVY = ("torch", "cv2", "numpy")
 
@@ -23,7 +24,7 @@ def loaded_after(code: str) -> dict:
         import json, sys
         print(json.dumps({{"result": result, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = run_bounded([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -48,7 +49,7 @@ def test_help_and_version_import_neither_torch_nor_opencv(argv):
 
 
 def test_python_m_lrformer_help_prints_every_command():
-    done = subprocess.run([sys.executable, "-m", "lrformer", "--help"], capture_output=True, text=True, timeout=300)
+    done = run_bounded([sys.executable, "-m", "lrformer", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and all(name in done.stdout for name in COMMANDS)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from dataclasses import replace
@@ -27,6 +26,8 @@ from lrformer.engine.config import load_config
 from lrformer.engine.optim import build_optimizer, build_scheduler, lr_factor
 from lrformer.engine.trainer import Trainer, TrainingDiverged
 from lrformer.models.mask2former import Mask2FormerCriterion
+
+from .helpers import run_bounded
 
 TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32}
 
@@ -210,12 +211,12 @@ def test_two_process_torchrun_matches_one_process(tmp_path, tiny_data):
     one, two, official = tmp_path / "one", tmp_path / "two", tmp_path / "official"
 
     def torchrun(folder, *changes):
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                        "29541", str(script), json.dumps(base + ["data.batch_size=2", *changes]), str(folder)],
-                       check=True, env=env, timeout=300)  # fmt: skip
+        run_bounded([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                     "29541", str(script), json.dumps(base + ["data.batch_size=2", *changes]), str(folder)],
+                    check=True, env=env)  # fmt: skip
 
-    subprocess.run([sys.executable, str(script), json.dumps(base + ["data.batch_size=4"]), str(one)],
-                   check=True, env=env, timeout=300)  # fmt: skip
+    run_bounded([sys.executable, str(script), json.dumps(base + ["data.batch_size=4"]), str(one)],
+                check=True, env=env)  # fmt: skip
     torchrun(two, "train.sync_bn=all")  # every BatchNorm synchronised: 2 processes equal one
     torchrun(official)  # the official scope: the backbone's stem BatchNorms see each process's 2 images
 

@@ -17,7 +17,7 @@ from lrformer.cli.main import main
 from lrformer.errors import CheckpointError, MissingExtraError
 from lrformer.models.weights import parse_hub_name, read_checkpoint, save_weights
 
-from .helpers import error_line, synthetic_photo
+from .helpers import error_line, run_bounded, synthetic_photo
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -40,7 +40,7 @@ def hub_cache(root: Path, repo: str, files: dict[str, Path], ref: str = "main") 
 
 def run_offline(code: str, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(cache / "home")}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return run_bounded([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
 def test_hub_names_resolve_offline_from_the_cache_with_the_same_strictness(tmp_path, tiny_cases, tiny_checkpoint):

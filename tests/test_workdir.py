@@ -25,7 +25,7 @@ from lrformer.engine.distributed import DistInfo
 from lrformer.engine.trainer import Trainer
 from lrformer.errors import WorkDirError
 
-from .helpers import error_line
+from .helpers import error_line, wait_until
 
 TINY = {"embed_dims": [16, 32, 80, 64], "depths": [1, 1, 2, 1], "head_channels": 32}
 
@@ -189,58 +189,81 @@ def test_pruning_keeps_what_this_run_did_not_write(tmp_path, data):
 
 RUNNER = """
 import json, sys, time, torch
+from pathlib import Path
 from lrformer.engine import training_checkpoints
 from lrformer.engine.config import load_config
 from lrformer.engine.trainer import Trainer
 from lrformer.utils import atomic_path
 
-def slow_save(path, state):  # a slow disk: some kills land while a checkpoint is half written
+hold = Path(sys.argv[3])  # holds N: the write of iter_N.pth (or a later one) stays half done
+
+def held_save(path, state):  # a disk the test controls: the kill lands while a checkpoint is half written
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        time.sleep(0.15)
+        if hold.exists() and int(path.stem.split("_")[1]) >= int(hold.read_text()):
+            hold.with_suffix(".holding").write_text(str(tmp))
+            while hold.exists():  # until the test kills this process
+                time.sleep(0.01)
 
-training_checkpoints.save = slow_save
+training_checkpoints.save = held_save
 Trainer(load_config(None, json.loads(sys.argv[1])), sys.argv[2], resume=True).train()
 """
 
 
 def test_kill_9_loop_resumes_bit_identical(tmp_path, data):
     """Ten kill -9: the odd ones at a random moment of training, the even ones while a checkpoint
-    is half written (its temporary file exists). The run then finishes bit-identical."""
+    is half written (its temporary file exists). The run then finishes bit-identical.
+
+    The k-th run holds the write of the k-th of ten checkpoints drawn at random open until its kill,
+    so the resumes spread over the run and, however fast or slow the machine, no run finishes before
+    its kill and every even kill lands during a write."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(RUNNER))
     iters = 18
     overrides = _overrides(data, iters=iters, **{"train.checkpoint_interval": 1, "train.keep_checkpoints": 2})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    hold, holding, log = tmp_path / "hold", tmp_path / "hold.holding", tmp_path / "runs.log"
 
     def start(work):
-        return subprocess.Popen([sys.executable, str(script), json.dumps(overrides), str(work)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        with log.open("a") as output:
+            return subprocess.Popen([sys.executable, str(script), json.dumps(overrides), str(work), str(hold)],
+                                    env=env, stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
 
-    def wait_for(process, ready, limit=120.0):
-        began = time.monotonic()
-        while process.poll() is None and time.monotonic() - began < limit and not ready():
-            time.sleep(0.01)
+    def running_until(process, ready, what):
+        wait_until(lambda: process.poll() is not None or ready(), f"a run {what}")
+        assert process.poll() is None, f"the run exited ({process.returncode}) before {what}: {log.read_text()[-3000:]}"
 
-    start(tmp_path / "full").wait(timeout=300)
-    work, rng, kills, during_writes = tmp_path / "killed", random.Random(0), 0, 0
-    while kills < 10:
-        process = start(work)
-        # training has begun once this process holds the lock (stale temporaries are gone by then)
-        holder = f"pid {process.pid} "
-        wait_for(process, lambda: holder in _read(work / ".lock"))  # noqa: B023 (used before the next loop)
-        if kills % 2:
-            time.sleep(rng.uniform(0, 0.8))
-        else:
-            wait_for(process, lambda: bool(list(work.glob(".*.tmp.pth"))))
-        if process.poll() is not None:
-            break  # finished before the tenth kill
-        during_writes += bool(list(work.glob(".*.tmp.pth")))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kills += 1
+    def finish(process):
+        wait_until(lambda: process.poll() is not None, f"the run finishes (its output: {log})")
+        assert process.returncode == 0, log.read_text()[-3000:]
+
+    finish(start(tmp_path / "full"))
+    work, rng, kills, during_writes, process = tmp_path / "killed", random.Random(0), 0, 0, None
+    holds = sorted(rng.sample(range(1, iters + 1), 10))  # the checkpoint whose write each run holds open
+    try:
+        while kills < 10:
+            hold.write_text(str(holds[kills]))
+            holding.unlink(missing_ok=True)
+            process = start(work)
+            # training has begun once this process holds the lock (stale temporaries are gone by then)
+            holder = f"pid {process.pid} "
+            running_until(process, lambda: holder in _read(work / ".lock"), "holds the lock")  # noqa: B023
+            if kills % 2:
+                time.sleep(rng.uniform(0, 0.8))  # a random moment of training, up to the held write
+                assert process.poll() is None, f"the run exited ({process.returncode}): {log.read_text()[-3000:]}"
+            else:
+                running_until(process, holding.exists, "holds a checkpoint write open")
+            during_writes += bool(list(work.glob(".*.tmp.pth")))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        hold.unlink(missing_ok=True)
     assert kills == 10 and during_writes >= 5, (kills, during_writes)
-    start(work).wait(timeout=300)  # the next start cleans up and finishes
+    finish(start(work))  # the next start cleans up and finishes
     assert list(work.glob(".*.tmp*")) == []
     final = f"iter_{iters}.pth"
     full, resumed = (torch.load(d / final, weights_only=True)["state_dict"] for d in (tmp_path / "full", work))

@@ -18,6 +18,8 @@ import contextlib
 import email.policy
 import json
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from email.parser import BytesParser
 from pathlib import Path
@@ -114,7 +116,13 @@ async def read_upload(request: Request, limit: int) -> bytes:
     return data
 
 
-def create_app(predictor: Predictor, description: dict, options: ServeOptions | None = None) -> Starlette:
+def create_app(
+    predictor: Predictor,
+    description: dict,
+    options: ServeOptions | None = None,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> Starlette:
     """The application serving ``predictor``.
 
     Args:
@@ -123,8 +131,10 @@ def create_app(predictor: Predictor, description: dict, options: ServeOptions | 
             ``test`` (the test-time settings), ``export`` (an exported model's runtime, size and
             precision; ``None`` for PyTorch); ``classes`` and ``palette`` also draw the overlays.
         options: limits (:class:`ServeOptions`).
+        sleep: how a request's deadline (``options.timeout_s``) is waited out, :func:`asyncio.sleep`;
+            a test passes a clock of its own to decide when deadlines pass.
     """
-    handlers = Handlers(predictor, description, options or ServeOptions())
+    handlers = Handlers(predictor, description, options or ServeOptions(), sleep)
     routes = [
         Route("/", handlers.index),
         Route("/health", handlers.health),
@@ -137,10 +147,17 @@ def create_app(predictor: Predictor, description: dict, options: ServeOptions | 
 
 class Handlers:
     """The handlers of the routes: the predictor, its description and limits, and while the
-    application runs, the inference worker and the semaphore bounding the uploads decoded at once."""
+    application runs, the inference worker and the semaphore bounding the uploads decoded at once;
+    ``sleep`` waits out the deadline of a request (:func:`asyncio.sleep`)."""
 
-    def __init__(self, predictor: Predictor, description: dict, options: ServeOptions) -> None:
-        self.predictor, self.description, self.options = predictor, description, options
+    def __init__(
+        self,
+        predictor: Predictor,
+        description: dict,
+        options: ServeOptions,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.predictor, self.description, self.options, self.sleep = predictor, description, options, sleep
         self.palette = np.asarray(description["palette"], dtype=np.uint8)  # (C, 3) RGB
         self.names = description["classes"]
         self.worker: InferenceWorker | None = None
@@ -186,12 +203,25 @@ class Handlers:
         data = await read_upload(request, options.max_upload_bytes)
         async with self.decoding:  # a few decoded images in memory at a time, not one per thread
             prepared = await run_in_threadpool(_prepare, data, self.predictor, kind == "overlay", options.max_pixels)
-        future = worker.submit(prepared)
+        return prepared, await self.result_within(worker.submit(prepared), options.timeout_s)
+
+    async def result_within(self, future: Future, timeout_s: float) -> np.ndarray:
+        """What the worker's ``future`` resolves to (the label map) or raises, or a
+        :class:`~lrformer.errors.DeadlineError` once ``self.sleep(timeout_s)`` returns first. Past
+        the deadline, or when the request is cancelled, a job still waiting in the queue is cancelled
+        (the worker skips it); a running one finishes unobserved."""
+        answer = asyncio.wrap_future(future)
+        deadline = asyncio.ensure_future(self.sleep(timeout_s))
         try:
-            return prepared, await asyncio.wait_for(asyncio.wrap_future(future), options.timeout_s)
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise DeadlineError(f"the prediction waited and ran longer than {options.timeout_s:g} s") from None
+            await asyncio.wait((answer, deadline), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            deadline.cancel()
+            if not answer.done():
+                answer.cancel()
+                future.cancel()  # now, not when the loop gets round to the wrapper's callback
+        if answer.cancelled():
+            raise DeadlineError(f"the prediction waited and ran longer than {timeout_s:g} s")
+        return answer.result()
 
     def json_answer(self, label: np.ndarray, started: float) -> Response:
         """``format=json``: the model, the size, the time since ``started`` and the class fractions."""
