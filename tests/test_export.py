@@ -22,7 +22,7 @@ from lrformer.deploy import metadata
 from lrformer.errors import ConfigError
 from lrformer.export import check_onnx, export_onnx, read_description
 from lrformer.inference.network import module_description
-from lrformer.models.layers import pooled_size, round_ratio, traceable_pooled_size
+from lrformer.models.layers import LayerNorm2d, pooled_size, round_ratio, traceable_pooled_size
 
 from .helpers import error_line
 
@@ -82,6 +82,24 @@ def dynamic_export(tmp_path_factory, tiny_cases, tiny_checkpoint):
     with contextlib.redirect_stdout(printout):
         code = main(["export", "--model", str(model_file), "--dynamic", "--size", "96", "160", "--out", str(out)])
     return code, printout.getvalue(), out
+
+
+def test_layer_norm_2d_exports_over_the_channel_axis_without_transposes(tmp_path):
+    norm = LayerNorm2d(24, eps=1e-6).eval()
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(2, 24, 7, 9).mul(3).add(1)
+    with torch.no_grad():
+        expected = nn.functional.layer_norm(x.permute(0, 2, 3, 1), (24,), norm.weight, norm.bias, 1e-6)
+        expected = expected.permute(0, 3, 1, 2)
+        torch.testing.assert_close(norm._forward_channels(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(norm(x), expected, rtol=0, atol=0)  # eager: the permuted form
+    path = tmp_path / "norm.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(norm, (x,), str(path), dynamo=True, input_names=["x"])
+    assert "Transpose" not in {node.op_type for node in onnx.load(str(path)).graph.node}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected.numpy(), rtol=0, atol=1e-5)
 
 
 def test_dynamic_export_cli_checks_four_sizes(dynamic_export):
