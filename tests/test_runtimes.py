@@ -147,6 +147,16 @@ def test_a_batch_of_views_runs_through_a_batch_one_graph(tiny, networks):
         torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
 
 
+def test_openvino_scores_come_back_channels_last(tiny, networks):
+    # the memory order OpenVINO computes the final resize in: a view, no reorder of the score map
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = lrformer.reparameterize_model(tiny)(x)
+    scores = networks["openvino"](x)
+    assert scores.shape == (1, 5, 64, 96) and scores.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
+
+
 def test_the_description_round_trips(tiny, exports, networks):
     for runtime, network in networks.items():
         written = json.loads(_description(tiny, runtime, None))

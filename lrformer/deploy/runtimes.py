@@ -184,9 +184,8 @@ class OpenVINONetwork(ExportedNetwork):
         model: str | None = None,
         num_classes: int | None = None,
     ) -> None:
-        from .openvino import CPU_CONFIG, openvino_module, read_description, read_model
+        from .openvino import CPU_CONFIG, compile_scores, read_description, read_model
 
-        ov = openvino_module()
         _check_file(path)
         _check_ir_text(Path(path))
         ov_model = read_model(path)
@@ -197,16 +196,15 @@ class OpenVINONetwork(ExportedNetwork):
         dims = (_dims(ov_model.inputs[0].partial_shape), _dims(ov_model.outputs[0].partial_shape))
         self._describe(path, stored, dims, model, num_classes)
         try:
-            self.compiled = ov.Core().compile_model(ov_model, self.target, config)
+            self._scores = compile_scores(ov_model, self.target, config)
         except RuntimeError as exc:
             reason = (str(exc).strip().splitlines() or ["failed"])[-1].strip()
             raise ConfigError(
                 f"OpenVINO cannot compile {path} for {self.target} ({reason[:160]}); try --device cpu"
             ) from None
-        self._output = self.compiled.output(0)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.compiled(x)[self._output]
+        return self._scores(x)
 
 
 def load_network(
