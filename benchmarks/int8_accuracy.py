@@ -35,15 +35,26 @@ from lrformer.deploy.quantize import FLOAT_MODULES, Int8Settings
 from lrformer.utils import CACHE_DIR
 
 FIRST, LAST = FLOAT_MODULES[0], FLOAT_MODULES[1]
-ATTENTION = r".*\.attn"
+ATTENTION = r".*\.attn"  # the attention itself (pooling, scaled dot product, resize), not its projections
+RESIZES = ("Interpolate",)
 VARIANTS = {
-    "all int8 (NNCF defaults)": Int8Settings(model_type=None, float_modules=()),
-    "transformer rules": Int8Settings(float_modules=()),
-    "transformer + first conv float": Int8Settings(float_modules=(FIRST,)),
-    "transformer + classifier float": Int8Settings(float_modules=(LAST,)),
-    "default: transformer + first, classifier float": Int8Settings(),
-    "default + attention float": Int8Settings(float_modules=(FIRST, LAST, ATTENTION)),
-    "default + resizes float": Int8Settings(float_types=("Interpolate",)),
+    "all int8 (NNCF defaults)": Int8Settings(model_type=None, float_modules=(), float_types=()),
+    "transformer rules": Int8Settings(float_modules=(), float_types=()),
+    "transformer + first conv float": Int8Settings(float_modules=(FIRST,), float_types=()),
+    "transformer + classifier float": Int8Settings(float_modules=(LAST,), float_types=()),
+    "transformer + first conv, classifier float": Int8Settings(float_modules=(FIRST, LAST), float_types=()),
+    "transformer + first conv, classifier, resizes float": Int8Settings(
+        float_modules=(FIRST, LAST), float_types=RESIZES
+    ),
+    "transformer + first conv, classifier, resizes, attention float": Int8Settings(
+        float_modules=(FIRST, LAST, ATTENTION), float_types=RESIZES
+    ),
+    "NNCF defaults + first conv, classifier, resizes float": Int8Settings(
+        model_type=None, float_modules=(FIRST, LAST), float_types=RESIZES
+    ),
+    "NNCF defaults + first conv, classifier, resizes, attention float": Int8Settings(
+        model_type=None, float_modules=(FIRST, LAST, ATTENTION), float_types=RESIZES
+    ),
 }
 """Quantisation variants by name; ``--variants default`` runs only :class:`Int8Settings()`."""
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"schedule.max_iters={args.iters}")
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", overrides)
     with Trainer(config, args.work_dir, force=True) as trainer:  # a re-run replaces the previous demo run
-        print(f"[2/3] training LRFormer-T for {config.schedule.max_iters} iterations on {trainer.device}")
+        print(f"[2/3] training {config.model.name} for {config.schedule.max_iters} iterations on {trainer.device}")
         trainer.train()
     print("[3/3] evaluating on the validation images and drawing overlays")
     dataset = SegmentationDataset(load_spec(spec_path), data_dir, "val")
