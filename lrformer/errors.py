@@ -17,6 +17,7 @@ ValueError`` (or ``KeyError``, ``FileNotFoundError``, ...) keeps working::
     │   ├── ImageReadError                    not a readable image or video                     415
     │   │   └── ImageTooLargeError            above the pixel limit (a decompression bomb?)     413
     │   ├── UploadTooLargeError               an upload above the server's size limit           413
+    │   ├── UploadTimeoutError                an upload that did not arrive in the server's time 408
     │   ├── PictureTooLargeError              a picture to write that its format cannot hold
     │   ├── VideoWriteError                   a video OpenCV cannot encode
     │   └── LabelValueError                   a label value that is no class index nor ignored
@@ -27,7 +28,8 @@ ValueError`` (or ``KeyError``, ``FileNotFoundError``, ...) keeps working::
     ├── MissingExtraError (ImportError)       an optional dependency that is not installed
     ├── ServerBusyError (RuntimeError)        the server's queue is full                        503
     ├── ServerClosingError (RuntimeError)     the server is shutting down                       503
-    └── DeadlineError (TimeoutError)          a request that waited and ran too long            504
+    ├── DeadlineError (TimeoutError)          a request that waited and ran too long            504
+    └── ClientGoneError (ConnectionError)     the client hung up before its answer      (none sent)
 
 The unlisted statuses are 400. Programming errors (a broken invariant, a wrong type passed by
 code) stay plain built-in exceptions.
@@ -81,6 +83,12 @@ class UploadTooLargeError(InputError):
     http_status = 413
 
 
+class UploadTimeoutError(InputError):
+    """An upload whose body did not arrive within the server's upload time (a slow or stalled client)."""
+
+    http_status = 408
+
+
 class PictureTooLargeError(InputError):
     """A picture to write that is larger than its format can hold (JPEG: 65500 pixels a side)."""
 
@@ -130,3 +138,10 @@ class DeadlineError(LRFormerError, TimeoutError):
     """A request that waited in the queue and ran longer than the server's timeout (``--timeout``)."""
 
     http_status = 504
+
+
+class ClientGoneError(LRFormerError, ConnectionError):
+    """The client disconnected before its answer: the work it asked for is dropped, nothing is sent
+    (499 is what the server's log calls it)."""
+
+    http_status = 499

@@ -6,6 +6,7 @@ Design notes: ``docs/design.md``, section 6 (the test pipelines).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -18,7 +19,14 @@ from ..errors import ConfigError
 from ..image.io import INPUT_FORMATS, ImageInput, to_bgr
 from ..image.pipeline import MMSEG_TTA_RATIOS as MMSEG_TTA_RATIOS  # re-exported: defined with the settings
 from ..image.pipeline import InferenceConfig
-from ..image.transforms import align_resize, keep_ratio_resize, normalize, pad_to_multiple, resize_bilinear
+from ..image.transforms import (
+    align_resize,
+    keep_ratio_resize,
+    normalize,
+    pad_to_multiple,
+    rescale_size,
+    resize_bilinear,
+)
 from ..image.video import VideoReader
 from ..models.layers import resize
 from .network import Network, TorchNetwork, module_description, variant_test_settings
@@ -81,6 +89,25 @@ def prepare(
                 flipped = pad_to_multiple(flipped, config.size_divisor)
             views.append(View(flipped, valid, flip))
     return PreparedImage(views, bgr.shape[:2], bgr if keep_image else None)
+
+
+def view_shapes(size: tuple[int, int], config: InferenceConfig) -> list[tuple[int, int]]:
+    """The network-input shapes ``(h, w)`` :func:`prepare` makes for an image of ``size`` ``(H, W)``
+    (one per scale ratio and flip, padded where the pipeline pads), known without decoding it."""
+    height, width = size
+    shapes = []
+    for ratio in config.tta_ratios:
+        if config.pipeline == "align":
+            h, w = rescale_size(height, width, (int(config.scale[0] * ratio), int(config.scale[1] * ratio)))
+            h, w = (math.ceil(n / config.size_divisor) * config.size_divisor for n in (h, w))
+        elif config.is_tta:
+            h, w = max(1, int(height * ratio + 0.5)), max(1, int(width * ratio + 0.5))
+        else:
+            h, w = rescale_size(height, width, config.scale)
+        if config.pipeline == "pad":
+            h, w = (math.ceil(n / config.size_divisor) * config.size_divisor for n in (h, w))
+        shapes += [(h, w)] * (2 if config.flip else 1)
+    return shapes
 
 
 def model_defaults(model: nn.Module | Network, base: InferenceConfig | None = None) -> InferenceConfig:
