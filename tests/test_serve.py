@@ -28,6 +28,7 @@ from lrformer.serving.worker import Busy, Closed, InferenceWorker  # noqa: E402
 from .helpers import SLOW_MACHINE_TIMEOUT, synthetic_photo, wait_until  # noqa: E402
 from .test_decompression_bomb import png_bomb  # noqa: E402
 
+BASE = "http://127.0.0.1:8000"  # a Host the server allows (Starlette's TestClient says "testserver")
 NAMES = ["sky", "tree", "water", "sand", "road"]
 PALETTE = [[250, 10, 10], [10, 250, 10], [10, 10, 250], [240, 200, 20], [90, 20, 160]]
 
@@ -52,7 +53,7 @@ def description(predictor):
 
 @pytest.fixture(scope="module")
 def client(predictor, description):
-    with TestClient(create_app(predictor, description, ServeOptions(max_upload_bytes=2 << 20))) as client:
+    with TestClient(create_app(predictor, description, ServeOptions(max_upload_bytes=2 << 20)), base_url=BASE) as client:
         yield client
 
 
@@ -123,10 +124,10 @@ def test_statuses_come_from_the_error_types(predictor, description):
         assert (answer.headers.get("retry-after") == "7") == (status == 503), exc
     assert Busy is errors.ServerBusyError and Closed is errors.ServerClosingError  # the former names
     png = _png(synthetic_photo(64, 64))  # 4096 pixels
-    with TestClient(create_app(predictor, description, ServeOptions(max_pixels=4000))) as client:
+    with TestClient(create_app(predictor, description, ServeOptions(max_pixels=4000)), base_url=BASE) as client:
         refused = client.post("/predict", content=png)
         assert refused.status_code == 413 and "64x64 is 0 megapixels, above the limit of 0" in refused.json()["error"]
-    with TestClient(create_app(predictor, description, ServeOptions(max_pixels=4096))) as client:
+    with TestClient(create_app(predictor, description, ServeOptions(max_pixels=4096)), base_url=BASE) as client:
         assert client.post("/predict", content=png).status_code == 200
 
 
@@ -159,6 +160,10 @@ class _Clock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    def time(self) -> float:
+        """The worker's clock (``create_app(clock=clock.time)``)."""
+        return self.now
+
     def sleep(self, seconds: float):
         """An awaitable that returns once :meth:`advance` has moved the clock ``seconds`` past now."""
         end = self.now + seconds  # now, when the server sets the deadline, not when it first awaits it
@@ -189,9 +194,10 @@ def test_a_full_queue_answers_503_with_retry_after_and_slow_requests_504(predict
     """The worker blocks until the test releases it and the deadlines pass when the test moves the
     clock on, so each request meets the state it is meant to (running, queued, refused)."""
     slow, clock = _Slow(predictor), _Clock()
-    app = create_app(slow, description, ServeOptions(max_queue=1, max_batch=1, timeout_s=5), sleep=clock.sleep)
+    options = ServeOptions(max_queue=1, max_batch=1, timeout_s=5)
+    app = create_app(slow, description, options, sleep=clock.sleep, clock=clock.time, calibrate=False)
     png = _png(synthetic_photo(64, 64))
-    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+    with TestClient(app, base_url=BASE) as client, ThreadPoolExecutor(2) as pool:
         try:
 
             def post():
@@ -233,7 +239,7 @@ def test_worker_refuses_beyond_its_queue_and_survives_errors(predictor, descript
     assert not worker._thread.is_alive()
     failing = _Slow(predictor, error=MemoryError("out of memory"))
     failing.release.set()
-    with TestClient(create_app(failing, description)) as client:
+    with TestClient(create_app(failing, description, calibrate=False), base_url=BASE) as client:
         answer = client.post("/predict", content=_png(synthetic_photo(40, 40)))
         assert answer.status_code == 500 and "inference failed: MemoryError: out of memory" in answer.json()["error"]
         assert client.get("/health").json()["status"] == "ok"

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from email.parser import BytesParser
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +31,50 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import DeadlineError, InputError, LRFormerError, ServerBusyError, UploadTooLargeError
+from ..errors import ClientGoneError, DeadlineError, ImageTooLargeError, InputError, LRFormerError, ServerBusyError
 from ..image import class_table, overlay
-from ..image.io import decode_image, encode_image, encode_label_png
+from ..image.io import decode_image, encode_image, encode_label_png, header_size
 from ..inference import Predictor, prepare
+from .admission import CostModel, Work, request_work
+from .uploads import read_upload
 from .worker import InferenceWorker
 
+logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FORMATS = ("png", "json", "overlay")
 """What ``POST /predict?format=`` answers: the label map as a palette PNG, class fractions, an overlay."""
 
+SERVE_MAX_PIXELS = 1 << 25
+"""Largest image (width × height, 33.5 megapixels, e.g. 8192×4096) a server decodes unless told
+otherwise: the work of a request grows with its pixels (the scores are resized back to them), so
+the server's cap is lower than the command line's 2^28."""
+
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Limits of the server: upload size, queue, micro-batch, per-request time (waiting in the queue
-    and running), how many uploads are decoded at once, and the pixel limit of an image
-    (``None``: ``LRFORMER_MAX_PIXELS`` or 2^28, see :func:`~lrformer.image.io.pixel_limit`)."""
+    """Limits of the server.
+
+    Attributes:
+        max_upload_bytes: largest upload (the image file; a form may add 64 KB of framing).
+        max_queue: requests waiting at most (beyond: 503 + ``Retry-After``).
+        max_batch: requests run together (deadline-aware micro-batching; 1: none).
+        timeout_s: seconds a request may wait and run (504 beyond; one that cannot finish in time
+            is refused at admission with 503 instead).
+        retry_after_s: the ``Retry-After`` of a 503.
+        max_decoding: uploads decoded and prepared at once (off the event loop).
+        max_pixels: largest image decoded (``None``: :data:`SERVE_MAX_PIXELS`).
+        max_queued_pixels: decoded pixels of all requests admitted and not yet answered, together
+            (beyond: 503): bounds the work and the memory the queue holds.
+        max_uploads: uploads being received at once (beyond: 503 at once).
+        upload_timeout_s: seconds an upload may take to arrive, whole (408 beyond).
+        max_parts: parts a multipart form may have (400 beyond); the form is parsed off the event loop.
+        host: the address the server is bound to; ``Host`` and ``Origin`` must name it (or
+            ``allow_hosts``): a page on another site, or one reached by DNS rebinding, gets 403.
+        allow_hosts: further host names (without port) allowed in ``Host`` / ``Origin``; ``"*"``
+            allows any.
+        token: when set, every request but ``/health`` must carry it (``Authorization: Bearer``,
+            the ``lrformer_token`` cookie the page sets, or ``?token=`` to open the page).
+    """
 
     max_upload_bytes: int = 32 << 20
     max_queue: int = 32
@@ -56,6 +83,13 @@ class ServeOptions:
     retry_after_s: int = 2
     max_decoding: int = 2
     max_pixels: int | None = None
+    max_queued_pixels: int = 1 << 27
+    max_uploads: int = 16
+    upload_timeout_s: float = 30.0
+    max_parts: int = 8
+    host: str = "127.0.0.1"
+    allow_hosts: tuple[str, ...] = ()
+    token: str | None = None
 
 
 def error_response(exc: BaseException, options: ServeOptions) -> JSONResponse:
@@ -69,72 +103,35 @@ def error_response(exc: BaseException, options: ServeOptions) -> JSONResponse:
     return JSONResponse({"error": exc.summary or str(exc)}, status_code=exc.http_status, headers=headers)
 
 
-MULTIPART_SLACK = 64 << 10
-"""Bytes a multipart body may hold beyond the image (boundaries and part headers)."""
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, counted as it arrives (chunked or not): ``None`` past ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _form_image(body: bytes, content_type: str) -> bytes | None:
-    """The ``image`` part of a ``multipart/form-data`` body, parsed in memory (nothing goes to disk)."""
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + body
-    )
-    if not message.is_multipart():
-        return None
-    for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == "image":
-            return part.get_payload(decode=True) or b""
-    return None
-
-
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The image bytes of a raw body or of a multipart form's ``image`` field, at most ``limit``;
-    raises :class:`~lrformer.errors.UploadTooLargeError` or :class:`~lrformer.errors.InputError`."""
-    content_type = request.headers.get("content-type", "")
-    multipart = content_type.lower().startswith("multipart/form-data")
-    body = await _read_body(request, limit + (MULTIPART_SLACK if multipart else 0))
-    data = _form_image(body, content_type) if multipart and body is not None else body
-    if multipart and body is not None and data is None:
-        raise InputError("the multipart form has no field 'image': send the image file as the field 'image'")
-    if data is None or len(data) > limit:
-        raise UploadTooLargeError(f"the upload is above the limit of {limit / 2**20:.0f} MB (--max-upload-mb)")
-    if not data:
-        raise InputError("the upload is empty: send the image file as the request body or the form field 'image'")
-    return data
-
-
 def create_app(
     predictor: Predictor,
     description: dict,
     options: ServeOptions | None = None,
     *,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-) -> Starlette:
-    """The application serving ``predictor``.
+    clock: Callable[[], float] = time.monotonic,
+    calibrate: bool = True,
+    cost: CostModel | None = None,
+):
+    """The application serving ``predictor`` (an ASGI app: Starlette behind :class:`~.guard.Guard`).
 
     Args:
         predictor: a predictor of the loaded model (run by one worker thread).
         description: what ``GET /model`` answers: ``name``, ``classes``, ``palette`` (RGB per class),
             ``test`` (the test-time settings), ``export`` (an exported model's runtime, size and
             precision; ``None`` for PyTorch); ``classes`` and ``palette`` also draw the overlays.
-        options: limits (:class:`ServeOptions`).
+        options: limits and who may call (:class:`ServeOptions`).
         sleep: how a request's deadline (``options.timeout_s``) is waited out, :func:`asyncio.sleep`;
             a test passes a clock of its own to decide when deadlines pass.
+        clock: the time the worker's deadlines are on (:func:`time.monotonic`; with ``sleep``, a test's).
+        calibrate: at start-up, measure how fast the model runs (:meth:`CostModel.calibrate`, also a
+            warm-up) before admitting requests by their predicted time; else the priors are used.
+        cost: the cost model to start from (default :class:`CostModel`'s priors).
     """
-    handlers = Handlers(predictor, description, options or ServeOptions(), sleep)
+    from .guard import Guard
+
+    options = options or ServeOptions()
+    handlers = Handlers(predictor, description, options, sleep, clock, calibrate, cost)
     routes = [
         Route("/", handlers.index),
         Route("/health", handlers.health),
@@ -142,13 +139,15 @@ def create_app(
         Route("/predict", handlers.predict, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=handlers.lifespan)
+    app = Starlette(routes=routes, lifespan=handlers.lifespan)
+    app.state.handlers = handlers  # the worker and the budget, for whoever embeds or tests the server
+    return Guard(app, options.host, options.allow_hosts, options.token)
 
 
 class Handlers:
     """The handlers of the routes: the predictor, its description and limits, and while the
-    application runs, the inference worker and the semaphore bounding the uploads decoded at once;
-    ``sleep`` waits out the deadline of a request (:func:`asyncio.sleep`)."""
+    application runs, the inference worker, the cost model, the queued-pixel budget and the
+    semaphores bounding the uploads received and the images decoded at once."""
 
     def __init__(
         self,
@@ -156,16 +155,27 @@ class Handlers:
         description: dict,
         options: ServeOptions,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        calibrate: bool = True,
+        cost: CostModel | None = None,
     ) -> None:
-        self.predictor, self.description, self.options, self.sleep = predictor, description, options, sleep
+        self.predictor, self.description, self.options = predictor, description, options
+        self.sleep, self.clock, self.calibrate = sleep, clock, calibrate
         self.palette = np.asarray(description["palette"], dtype=np.uint8)  # (C, 3) RGB
         self.names = description["classes"]
+        self.cost = cost or CostModel()
         self.worker: InferenceWorker | None = None
-        self.decoding: asyncio.Semaphore | None = None
+        self.queued_pixels = 0  # decoded pixels of the requests admitted and not yet answered
+        self.uploads = self.decoding = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette):
-        self.worker = InferenceWorker(self.predictor, self.options.max_queue, self.options.max_batch)
+        if self.calibrate:
+            await run_in_threadpool(self.cost.calibrate, self.predictor)
+        self.worker = InferenceWorker(
+            self.predictor, self.options.max_queue, self.options.max_batch, self.cost, self.clock
+        )
+        self.uploads = asyncio.Semaphore(self.options.max_uploads)
         self.decoding = asyncio.Semaphore(self.options.max_decoding)
         yield
         await run_in_threadpool(self.worker.close)  # finish the queued requests
@@ -174,7 +184,11 @@ class Handlers:
         return FileResponse(STATIC / "index.html")
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "waiting": self.worker.waiting if self.worker else 0})
+        worker = self.worker
+        return JSONResponse({
+            "status": "ok", "waiting": worker.waiting if worker else 0,
+            "backlog_s": round(worker.backlog(), 2) if worker else 0.0,
+        })  # fmt: skip
 
     async def model(self, request: Request) -> Response:
         return JSONResponse(self.description)
@@ -186,40 +200,77 @@ class Handlers:
         try:
             if kind not in FORMATS:
                 raise InputError(f"format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got {kind!r}")
-            prepared, label = await self.segment(request, kind)
+            data, label = await self.segment(request)
+            if kind == "json":
+                return self.json_answer(label, started)
+            if kind == "overlay":
+                return await self.overlay_answer(data, label)
+            return await self.png_answer(label)
+        except ClientGoneError as exc:  # nobody to answer: one quiet line
+            logger.info("%s %s: %s", request.method, request.url.path, exc)
+            return Response(status_code=exc.http_status)
         except Exception as exc:  # a refused request (4xx, 503, 504) or a failed inference (500): this one only
             return error_response(exc, self.options)
-        if kind == "json":
-            return self.json_answer(label, started)
-        if kind == "overlay":
-            return await self.overlay_answer(prepared.bgr, label)
-        return await self.png_answer(label)
 
-    async def segment(self, request: Request, kind: str):
-        """The upload decoded, prepared and segmented: ``(prepared image, label map (H, W))``."""
-        worker, options = self.worker, self.options
-        if worker.waiting >= options.max_queue:  # before reading and decoding the upload
+    async def segment(self, request: Request) -> tuple[bytes, np.ndarray]:
+        """The upload received, admitted by its cost, decoded, prepared and segmented:
+        ``(the upload's bytes, label map (H, W))``."""
+        options, worker = self.options, self.worker
+        if worker.waiting >= options.max_queue:  # before reading the upload
             raise ServerBusyError(f"busy: {worker.waiting} requests are already waiting; retry later")
-        data = await read_upload(request, options.max_upload_bytes)
-        async with self.decoding:  # a few decoded images in memory at a time, not one per thread
-            prepared = await run_in_threadpool(_prepare, data, self.predictor, kind == "overlay", options.max_pixels)
-        return prepared, await self.result_within(worker.submit(prepared), options.timeout_s)
+        if self.uploads.locked():
+            raise ServerBusyError(f"busy: {options.max_uploads} uploads are being received; retry later")
+        async with self.uploads:
+            data = await read_upload(request, options.max_upload_bytes, options.upload_timeout_s, options.max_parts)
+        size = await run_in_threadpool(_checked_size, data, options.max_pixels or SERVE_MAX_PIXELS)
+        work = request_work(size, self.predictor.config, self.predictor.num_classes)
+        seconds = self.admit(work)
+        try:
+            async with self.decoding:  # a few decoded images in memory at a time, not one per thread
+                prepared = await run_in_threadpool(_prepare, data, self.predictor, options.max_pixels or SERVE_MAX_PIXELS)
+            future = worker.submit(prepared, work, seconds, self.clock() + options.timeout_s)
+            del prepared  # the worker holds the network inputs; the decoded image is gone
+            return data, await self.result_within(request, future, options.timeout_s)
+        finally:
+            self.queued_pixels -= work.pixels
 
-    async def result_within(self, future: Future, timeout_s: float) -> np.ndarray:
-        """What the worker's ``future`` resolves to (the label map) or raises, or a
-        :class:`~lrformer.errors.DeadlineError` once ``self.sleep(timeout_s)`` returns first. Past
-        the deadline, or when the request is cancelled, a job still waiting in the queue is cancelled
-        (the worker skips it); a running one finishes unobserved."""
+    def admit(self, work: Work) -> float:
+        """Take ``work`` into the queued-pixel budget, or refuse it: 413 when it alone could not
+        finish within the timeout, 503 when the budget or the backlog has no room for it now.
+        Returns its predicted seconds."""
+        options, seconds = self.options, self.cost.seconds(work)
+        if seconds > options.timeout_s:
+            raise ImageTooLargeError(
+                f"the image would take about {seconds:.0f} s, above this server's timeout of {options.timeout_s:g} s: "
+                "send a smaller image (or start the server with a longer --timeout)"
+            )
+        if self.queued_pixels and self.queued_pixels + work.pixels > options.max_queued_pixels:
+            raise ServerBusyError(f"busy: {self.queued_pixels / 1e6:.0f} megapixels are already queued; retry later")
+        backlog = self.worker.backlog()
+        if backlog and backlog + seconds > options.timeout_s:
+            raise ServerBusyError(f"busy: the queue needs about {backlog:.0f} s; retry later")
+        self.queued_pixels += work.pixels
+        return seconds
+
+    async def result_within(self, request: Request, future: Future, timeout_s: float) -> np.ndarray:
+        """What the worker's ``future`` resolves to (the label map) or raises; a
+        :class:`~lrformer.errors.DeadlineError` once ``self.sleep(timeout_s)`` returns first, a
+        :class:`~lrformer.errors.ClientGoneError` once the client disconnects. Then a job still
+        waiting in the queue is cancelled (the worker skips it); a running one finishes unobserved."""
         answer = asyncio.wrap_future(future)
         deadline = asyncio.ensure_future(self.sleep(timeout_s))
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            await asyncio.wait((answer, deadline), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((answer, deadline, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
             deadline.cancel()
+            gone.cancel()
             if not answer.done():
                 answer.cancel()
                 future.cancel()  # now, not when the loop gets round to the wrapper's callback
         if answer.cancelled():
+            if gone.done() and not gone.cancelled():
+                raise ClientGoneError("the client disconnected while its image waited or ran")
             raise DeadlineError(f"the prediction waited and ran longer than {timeout_s:g} s")
         return answer.result()
 
@@ -230,10 +281,16 @@ class Handlers:
             "time_ms": round((time.perf_counter() - started) * 1e3, 1), "classes": class_table(label, self.names),
         })  # fmt: skip
 
-    async def overlay_answer(self, bgr: np.ndarray, label: np.ndarray) -> Response:
-        """``format=overlay``: the label colours over the image ``bgr``, with a legend, as PNG."""
-        picture = await run_in_threadpool(overlay, bgr, label, self.palette, 0.5, self.names, True, True)
-        return Response(await run_in_threadpool(encode_image, picture, ".png"), media_type="image/png")
+    async def overlay_answer(self, data: bytes, label: np.ndarray) -> Response:
+        """``format=overlay``: the label colours over the uploaded image, with a legend, as PNG. The
+        image is decoded again here (a queued request holds its upload, not its pixels)."""
+        async with self.decoding:
+            picture = await run_in_threadpool(self._overlay, data, label)
+        return Response(picture, media_type="image/png")
+
+    def _overlay(self, data: bytes, label: np.ndarray) -> bytes:
+        bgr = decode_image(data, "the upload", self.options.max_pixels or SERVE_MAX_PIXELS)
+        return encode_image(overlay(bgr, label, self.palette, 0.5, self.names, True, True), ".png")
 
     async def png_answer(self, label: np.ndarray) -> Response:
         """``format=png``: the label map as a palette PNG; the classes present in ``X-Classes``."""
@@ -244,7 +301,23 @@ class Handlers:
         )  # fmt: skip
 
 
-def _prepare(data: bytes, predictor: Predictor, keep_image: bool, max_pixels: int | None = None):
-    """Decode (refusing pixel bombs from the header) and build the network inputs."""
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has disconnected (the body has been read: what is left to receive
+    is the ``http.disconnect`` message)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _checked_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """``(H, W)`` from the image's header, refusing (as :func:`decode_image` does) an image whose
+    size cannot be read or is above ``max_pixels``, before any pixel is decoded."""
+    size = header_size(data)
+    if size is None or size[0] * size[1] > max_pixels:
+        decode_image(data, "the upload", max_pixels)  # raises the error that names the problem
+    return size[1], size[0]
+
+
+def _prepare(data: bytes, predictor: Predictor, max_pixels: int):
+    """Decode and build the network inputs."""
     bgr = decode_image(data, "the upload", max_pixels)
-    return prepare(bgr, predictor.config, keep_image=keep_image, input_format="bgr")
+    return prepare(bgr, predictor.config, input_format="bgr")

@@ -1,18 +1,27 @@
 """The inference worker of ``lrformer serve``: one thread owns the model and takes prepared images
 from a bounded queue, several at a time (micro-batching), so requests never run the network
-concurrently and the queue can never grow without bound."""
+concurrently and the queue can never grow without bound.
+
+Work nobody waits for is not done: a job whose future was cancelled (its client hung up, or its
+deadline passed while it waited) is skipped, one that can no longer finish before its deadline is
+answered with :class:`~lrformer.errors.DeadlineError` without running, and a batch takes only the
+jobs that can all finish before the earliest of their deadlines (deadline-aware micro-batching):
+one slow batch cannot turn into many timeouts.
+"""
 
 from __future__ import annotations
 
 import collections
-import queue
+import math
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
-from ..errors import ServerBusyError, ServerClosingError
+from ..errors import DeadlineError, ServerBusyError, ServerClosingError
 from ..inference import Predictor, PreparedImage
+from .admission import CostModel, Work
 
 Busy, Closed = ServerBusyError, ServerClosingError
 """The former names of the errors :meth:`InferenceWorker.submit` raises."""
@@ -20,11 +29,14 @@ Busy, Closed = ServerBusyError, ServerClosingError
 
 @dataclass
 class Job:
-    """One request's prepared image and the future its label map ``(H, W)`` goes to."""
+    """One request's prepared image, its work and predicted seconds, its deadline (on the worker's
+    clock) and the future its label map ``(H, W)`` goes to."""
 
     prepared: PreparedImage
+    work: Work = field(default_factory=Work)
+    seconds: float = 0.0
+    deadline: float = math.inf
     future: Future = field(default_factory=Future)
-    queued: float = field(default_factory=time.perf_counter)
 
 
 class InferenceWorker:
@@ -35,56 +47,96 @@ class InferenceWorker:
         max_queue: jobs waiting at most; :meth:`submit` raises :class:`~lrformer.errors.ServerBusyError` beyond.
         max_batch: jobs taken together; the predictor batches the views of equal network-input
             shape into one forward pass (1: no micro-batching).
+        cost: the model of seconds per work, corrected after each batch (default: priors).
+        clock: the time deadlines are on (:func:`time.monotonic`).
     """
 
-    def __init__(self, predictor: Predictor, max_queue: int = 32, max_batch: int = 8) -> None:
-        self.predictor, self.max_batch = predictor, max_batch
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue + 1)  # + the stop marker
-        self._max_queue = max_queue
-        self._lock = threading.Lock()  # submit and close: no job can land behind the stop marker
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_queue: int = 32,
+        max_batch: int = 8,
+        cost: CostModel | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.predictor, self.max_queue, self.max_batch = predictor, max_queue, max_batch
+        self.cost, self.clock = cost or CostModel(), clock
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._changed = threading.Condition()  # guards _jobs, _closed and _running_until
         self._closed = False
+        self._running_until = 0.0  # predicted end of the running batch
         self.batches: collections.deque[int] = collections.deque(maxlen=1000)  # recent batch sizes
         self._thread = threading.Thread(target=self._run, name="lrformer-inference", daemon=True)
         self._thread.start()
 
-    def submit(self, prepared: PreparedImage) -> Future:
-        """Queue ``prepared``; the future resolves to its label map, or raises what inference raised."""
-        job = Job(prepared)
-        with self._lock:
+    def submit(
+        self, prepared: PreparedImage, work: Work | None = None, seconds: float = 0.0, deadline: float = math.inf
+    ) -> Future:
+        """Queue ``prepared`` (its ``work``, ``seconds`` predicted, to finish by ``deadline``); the
+        future resolves to its label map, or raises what inference raised."""
+        job = Job(prepared, work or Work(), seconds, deadline)
+        with self._changed:
             if self._closed:
                 raise ServerClosingError("the server is shutting down")
-            if self._queue.qsize() >= self._max_queue:
-                raise ServerBusyError(f"busy: {self._max_queue} requests are already waiting; retry later")
-            self._queue.put_nowait(job)
+            if len(self._jobs) >= self.max_queue:
+                raise ServerBusyError(f"busy: {self.max_queue} requests are already waiting; retry later")
+            self._jobs.append(job)
+            self._changed.notify()
         return job.future
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        """Jobs in the queue (cancelled ones included until the worker reaches them)."""
+        return len(self._jobs)
+
+    def backlog(self) -> float:
+        """Predicted seconds until the worker is free: the running batch's rest and every live queued job."""
+        with self._changed:
+            queued = sum(job.seconds for job in self._jobs if not job.future.cancelled())
+            return max(self._running_until - self.clock(), 0.0) + queued
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = [first]
-            while len(jobs) < self.max_batch:  # whatever else is waiting now
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:  # nothing can follow the stop marker: finish this batch, then stop
-                    stop = True
-                    break
-                jobs.append(job)
-            self._run_batch(jobs)
+        while True:
+            with self._changed:
+                while not self._jobs and not self._closed:
+                    self._changed.wait()
+                if not self._jobs:  # closed and drained
+                    return
+                jobs = self._take_batch()
+                self._running_until = self.clock() + sum(job.seconds for job in jobs)
+            if jobs:
+                self._run_batch(jobs)
+            with self._changed:
+                self._running_until = 0.0
+
+    def _take_batch(self) -> list[Job]:
+        """Up to ``max_batch`` live jobs from the front of the queue that all finish, as predicted,
+        before the earliest of their deadlines; jobs that cannot finish in time are answered
+        :class:`~lrformer.errors.DeadlineError` without running. Called holding the lock."""
+        now, batch, end, deadline = self.clock(), [], self.clock(), math.inf
+        while self._jobs and len(batch) < self.max_batch:
+            job = self._jobs[0]
+            if job.future.cancelled():
+                self._jobs.popleft()
+                continue
+            if now + job.seconds > job.deadline:
+                self._jobs.popleft()
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(DeadlineError("the prediction could not finish within the timeout"))
+                continue
+            if batch and end + job.seconds > min(deadline, job.deadline):
+                break  # it waits for the next batch rather than make this one late
+            if not job.future.set_running_or_notify_cancel():
+                self._jobs.popleft()
+                continue
+            self._jobs.popleft()
+            batch.append(job)
+            end, deadline = end + job.seconds, min(deadline, job.deadline)
+        return batch
 
     def _run_batch(self, jobs: list[Job]) -> None:
-        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # skip timed-out ones
-        if not jobs:
-            return
         self.batches.append(len(jobs))
+        started = time.perf_counter()
         try:
             labels = self.predictor.predict_prepared([job.prepared for job in jobs], self.max_batch)
             if len(labels) != len(jobs):
@@ -93,13 +145,16 @@ class InferenceWorker:
             for job in jobs:
                 job.future.set_exception(exc)
             return
+        total = Work()
+        for job in jobs:
+            total += job.work
+        self.cost.observe(total, time.perf_counter() - started)
         for job, label in zip(jobs, labels):
             job.future.set_result(label)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking work, finish every queued job, then stop the thread (waiting ``timeout`` s at most)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._queue.put_nowait(None)  # the queue keeps one place for it
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
         self._thread.join(timeout)
