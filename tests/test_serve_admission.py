@@ -22,7 +22,7 @@ from lrformer import Predictor, errors  # noqa: E402
 from lrformer.image.pipeline import InferenceConfig  # noqa: E402
 from lrformer.inference import prepare  # noqa: E402
 from lrformer.inference.predictor import view_shapes  # noqa: E402
-from lrformer.serving.admission import CostModel, Work, request_work  # noqa: E402
+from lrformer.serving.admission import ATTENTION_WEIGHT, CostModel, Work, predictor_work, request_work  # noqa: E402
 from lrformer.serving.app import ServeOptions, create_app  # noqa: E402
 from lrformer.serving.uploads import FormImage, read_upload  # noqa: E402
 from lrformer.serving.worker import InferenceWorker  # noqa: E402
@@ -137,6 +137,10 @@ def test_request_work_by_hand():
     # 64×64 (already there); mmseg's grid count (64 − 32 + 24 − 1) // 24 + 1 = 3 per axis:
     # windows 0..32, 24..56, 32..64 (the last pulled back inside): 3 × 3 windows of 32×32
     assert request_work((64, 64), slide, 3).network_pixels == 9 * 32 * 32
+    square = request_work((100, 100), config, 1, attention=lambda h, w: 10**6 if h == w else 10**8)
+    thin = request_work((10, 1000), config, 1, attention=lambda h, w: 10**6 if h == w else 10**8)
+    assert square.network_pixels == 512 * 512 + int(ATTENTION_WEIGHT * 10**6)  # 100×100 → 512×512
+    assert thin.network_pixels == 32 * 2048 + int(ATTENTION_WEIGHT * 10**8)  # 10×1000 → 20.48×2048 → 32×2048
     for shape in [(1, 1), (1, 20000), (9000, 40), (97, 33)]:  # the shapes prepare makes, without decoding
         image = np.zeros((*shape, 3), np.uint8)
         for c in (config, tta, slide):
@@ -191,7 +195,7 @@ def test_a_queued_overlay_holds_network_inputs_not_the_decoded_image(predictor):
             wait_until(lambda: worker.waiting == 1, "the overlay request waits in the queue")
             job = worker._jobs[0]
             assert job.prepared.bgr is None  # no 300×400×3 image held while queued
-            assert job.work == request_work((300, 400), predictor.config, 5)
+            assert job.work == predictor_work((300, 400), predictor)
         finally:
             blocked.release.set()
         picture = cv2.imdecode(np.frombuffer(queued.result(SLOW_MACHINE_TIMEOUT).content, np.uint8), cv2.IMREAD_COLOR)
@@ -204,6 +208,7 @@ class _Blocking:
 
     def __init__(self, predictor):
         self.inner, self.config, self.num_classes = predictor, predictor.config, predictor.num_classes
+        self.network = predictor.network
         self.release, self.started, self.batches = threading.Event(), threading.Event(), []
 
     def predict_prepared(self, prepared, batch_size):

@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -47,20 +48,46 @@ class Work:
         )
 
 
-def request_work(size: tuple[int, int], config: InferenceConfig, classes: int) -> Work:
-    """The :class:`Work` of an image of ``size`` ``(H, W)`` under the test settings ``config``."""
-    shapes = view_shapes(size, config)
-    if config.mode == "slide":
-        crop, stride = config.crop, config.stride
-        network = sum(
-            sum(b - a for a, b in window_starts(h, crop[0], stride[0]))
-            * sum(b - a for a, b in window_starts(w, crop[1], stride[1]))
-            for h, w in shapes
-        )
-    else:
-        network = sum(h * w for h, w in shapes)
+ATTENTION_WEIGHT = 1e-4
+"""Network pixels one attention element costs as much as. LRSA's pooled grid keeps the input's
+aspect ratio, so a long thin input (a 20000×1 photo becomes 32×256) attends over many more
+elements than a square one of the same pixels and takes longer: on the demo's LRFormer-T, 32×256
+took 2.6× as long as 128×128 (5·10⁸ attention elements against 8·10⁶)."""
+
+
+def request_work(
+    size: tuple[int, int],
+    config: InferenceConfig,
+    classes: int,
+    attention: Callable[[int, int], int] | None = None,
+) -> Work:
+    """The :class:`Work` of an image of ``size`` ``(H, W)`` under the test settings ``config``;
+    ``attention(h, w)``, the network's attention elements at an input size, adds
+    :data:`ATTENTION_WEIGHT` network pixels per element."""
+
+    def units(h: int, w: int) -> int:
+        return h * w + (int(ATTENTION_WEIGHT * attention(h, w)) if attention else 0)
+
+    network = 0
+    for h, w in view_shapes(size, config):
+        if config.mode == "slide":
+            network += sum(
+                units(y2 - y1, x2 - x1)
+                for y1, y2 in window_starts(h, config.crop[0], config.stride[0])
+                for x1, x2 in window_starts(w, config.crop[1], config.stride[1])
+            )
+        else:  # the long-side fallback splits such inputs into windows, which costs no more than this
+            network += units(h, w)
     pixels = size[0] * size[1]
-    return Work(pixels, network, classes * pixels * len(shapes))
+    return Work(pixels, network, classes * pixels * len(view_shapes(size, config)))
+
+
+def predictor_work(size: tuple[int, int], predictor) -> Work:
+    """:func:`request_work` of an image of ``size`` for ``predictor`` (its settings, classes and
+    network's attention, when it has one)."""
+    network = getattr(predictor, "network", None)
+    attention = getattr(network, "attention_elements", None)
+    return request_work(size, predictor.config, predictor.num_classes, attention)
 
 
 class CostModel:
@@ -123,4 +150,4 @@ class CostModel:
         start = time.perf_counter()
         predictor.predict_prepared([prepared])
         seconds = time.perf_counter() - start
-        return request_work((side, side), predictor.config, predictor.num_classes), seconds
+        return predictor_work((side, side), predictor), seconds

@@ -35,7 +35,7 @@ from ..errors import ClientGoneError, DeadlineError, ImageTooLargeError, InputEr
 from ..image import class_table, overlay
 from ..image.io import decode_image, encode_image, encode_label_png, header_size
 from ..inference import Predictor, prepare
-from .admission import CostModel, Work, request_work
+from .admission import CostModel, Work, predictor_work
 from .uploads import read_upload
 from .worker import InferenceWorker
 
@@ -223,7 +223,7 @@ class Handlers:
         async with self.uploads:
             data = await read_upload(request, options.max_upload_bytes, options.upload_timeout_s, options.max_parts)
         size = await run_in_threadpool(_checked_size, data, options.max_pixels or SERVE_MAX_PIXELS)
-        work = request_work(size, self.predictor.config, self.predictor.num_classes)
+        work = predictor_work(size, self.predictor)
         seconds = self.admit(work)
         try:
             async with self.decoding:  # a few decoded images in memory at a time, not one per thread
