@@ -25,6 +25,17 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0)
@@ -90,10 +101,12 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
                         "exported model runs in the precision it was exported in, so other values are refused")  # fmt: skip
 
 
-def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+def add_max_pixels_argument(
+    parser: argparse.ArgumentParser, default: str = "2^28 = 268 megapixels, or LRFORMER_MAX_PIXELS"
+) -> None:
+    """``--max-pixels`` (``None`` unless given); ``default`` is what the help says applies then."""
     parser.add_argument("--max-pixels", type=positive_int, default=None,
-                        help="refuse images above this many pixels before decoding them (default 2^28 = 268 "
-                        "megapixels, or LRFORMER_MAX_PIXELS)")  # fmt: skip
+                        help=f"refuse images above this many pixels before decoding them (default {default})")  # fmt: skip
 
 
 def check_run_options(args: argparse.Namespace) -> None:
