@@ -101,6 +101,7 @@ def test_bad_uploads_are_4xx_and_the_server_stays_healthy(client, tmp_path):
         response = client.post("/predict", content=body)
         assert response.status_code == status, (name, response.text)
         assert message in response.json()["error"], name
+        assert response.headers["connection"] == "close", name  # the rest of a refused body is not read
     big_file = client.post("/predict", files={"image": ("big.png", b"\x00" * (3 << 20), "image/png")})
     assert big_file.status_code == 413 and "above the limit" in big_file.json()["error"]
     assert client.post("/predict?format=gif", content=png).status_code == 400

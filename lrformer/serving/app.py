@@ -210,7 +210,11 @@ class Handlers:
             logger.info("%s %s: %s", request.method, request.url.path, exc)
             return Response(status_code=exc.http_status)
         except Exception as exc:  # a refused request (4xx, 503, 504) or a failed inference (500): this one only
-            return error_response(exc, self.options)
+            answer = error_response(exc, self.options)
+            # the body may be unread (refused from its headers, or part-way): closing the connection saves
+            # reading the rest of it, which for a flood of large bodies would keep the event loop busy
+            answer.headers["Connection"] = "close"
+            return answer
 
     async def segment(self, request: Request) -> tuple[bytes, np.ndarray]:
         """The upload received, admitted by its cost, decoded, prepared and segmented:
