@@ -248,6 +248,28 @@ def test_deadline_aware_batches_skip_late_and_cancelled_work(predictor):
     assert all(f.result(0).shape == (40, 40) for f in (first, a, b, c)) and gone.cancelled()
 
 
+def test_cheap_jobs_go_first_unless_an_expensive_one_would_be_late(predictor):
+    now = [0.0]
+    blocked = _Blocking(predictor)
+    worker = InferenceWorker(blocked, max_queue=8, max_batch=1, clock=lambda: now[0])
+    order = []  # each job its own prepared image (equal ones, as from a client's repeated uploads)
+
+    def submit(name, seconds, deadline):
+        future = worker.submit(prepare(synthetic_photo(40, 40), predictor.config), seconds=seconds, deadline=deadline)
+        future.add_done_callback(lambda _: order.append(name))
+
+    submit("running", 1.0, 100.0)
+    assert blocked.started.wait(SLOW_MACHINE_TIMEOUT)
+    submit("costly", 20.0, 100.0)  # plenty of slack: waits for the cheap ones
+    submit("cheap 1", 1.0, 100.0)
+    submit("cheap 2", 1.0, 100.0)
+    submit("costly, tight", 20.0, 22.5)  # latest start 2.5: after the two cheap ones (clock 1 + 2 = 3) it is late
+    now[0] = 1.0
+    blocked.release.set()
+    worker.close(timeout=SLOW_MACHINE_TIMEOUT)
+    assert order == ["running", "costly, tight", "cheap 1", "cheap 2", "costly"]
+
+
 def test_a_client_that_hangs_up_while_queued_is_dropped_before_inference(predictor, caplog):
     blocked = _Blocking(predictor)
     app = create_app(blocked, DESCRIPTION, ServeOptions(max_batch=1), calibrate=False)

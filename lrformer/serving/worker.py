@@ -6,12 +6,14 @@ Work nobody waits for is not done: a job whose future was cancelled (its client 
 deadline passed while it waited) is skipped, one that can no longer finish before its deadline is
 answered with :class:`~lrformer.errors.DeadlineError` without running, and a batch takes only the
 jobs that can all finish before the earliest of their deadlines (deadline-aware micro-batching):
-one slow batch cannot turn into many timeouts.
+one slow batch cannot turn into many timeouts. Cheap jobs go first unless an expensive one would
+then be late, so a client sending costly images cannot hold up everyone else's ordinary ones.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import threading
 import time
@@ -23,11 +25,12 @@ from ..errors import DeadlineError, ServerBusyError, ServerClosingError
 from ..inference import Predictor, PreparedImage
 from .admission import CostModel, Work
 
+logger = logging.getLogger(__name__)
 Busy, Closed = ServerBusyError, ServerClosingError
 """The former names of the errors :meth:`InferenceWorker.submit` raises."""
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself (the queue removes jobs by identity, never by comparing images)
 class Job:
     """One request's prepared image, its work and predicted seconds, its deadline (on the worker's
     clock) and the future its label map ``(H, W)`` goes to."""
@@ -102,7 +105,15 @@ class InferenceWorker:
                     self._changed.wait()
                 if not self._jobs:  # closed and drained
                     return
-                jobs = self._take_batch()
+                try:
+                    jobs = self._take_batch()
+                except Exception as exc:  # a bug: fail what is queued (loudly) rather than leave it hanging
+                    logger.exception("the inference worker could not form a batch")
+                    jobs = []
+                    while self._jobs:
+                        job = self._jobs.popleft()
+                        if job.future.set_running_or_notify_cancel():
+                            job.future.set_exception(exc)
                 self._running_until = self.clock() + sum(job.seconds for job in jobs)
             if jobs:
                 self._run_batch(jobs)
@@ -110,28 +121,37 @@ class InferenceWorker:
                 self._running_until = 0.0
 
     def _take_batch(self) -> list[Job]:
-        """Up to ``max_batch`` live jobs from the front of the queue that all finish, as predicted,
-        before the earliest of their deadlines; jobs that cannot finish in time are answered
-        :class:`~lrformer.errors.DeadlineError` without running. Called holding the lock."""
-        now, batch, end, deadline = self.clock(), [], self.clock(), math.inf
-        while self._jobs and len(batch) < self.max_batch:
-            job = self._jobs[0]
-            if job.future.cancelled():
-                self._jobs.popleft()
-                continue
-            if now + job.seconds > job.deadline:
-                self._jobs.popleft()
-                if job.future.set_running_or_notify_cancel():
+        """Up to ``max_batch`` live jobs that all finish, as predicted, before the earliest of their
+        deadlines. Called holding the lock.
+
+        Cheapest first (shortest job first: a few expensive images cannot hold up the ordinary
+        ones queued behind them), except that a job which would be late if every cheaper one ran
+        before it goes first. Cancelled jobs are dropped; a job that can no longer finish in time is
+        answered :class:`~lrformer.errors.DeadlineError` without running."""
+        now = self.clock()
+        for job in list(self._jobs):
+            if job.future.cancelled() or now + job.seconds > job.deadline:
+                self._jobs.remove(job)
+                if job.future.set_running_or_notify_cancel():  # not cancelled: late
                     job.future.set_exception(DeadlineError("the prediction could not finish within the timeout"))
-                continue
+        order = sorted(self._jobs, key=lambda job: job.seconds)  # stable: first come, first served at equal cost
+        ahead, urgent = now, []
+        for job in order:
+            ahead += job.seconds
+            if ahead > job.deadline:
+                urgent.append(job)
+        if urgent:
+            first = min(urgent, key=lambda job: job.deadline - job.seconds)
+            order.remove(first)
+            order.insert(0, first)
+        batch, end, deadline = [], now, math.inf
+        for job in order[: self.max_batch]:
             if batch and end + job.seconds > min(deadline, job.deadline):
                 break  # it waits for the next batch rather than make this one late
-            if not job.future.set_running_or_notify_cancel():
-                self._jobs.popleft()
-                continue
-            self._jobs.popleft()
-            batch.append(job)
-            end, deadline = end + job.seconds, min(deadline, job.deadline)
+            self._jobs.remove(job)
+            if job.future.set_running_or_notify_cancel():
+                batch.append(job)
+                end, deadline = end + job.seconds, min(deadline, job.deadline)
         return batch
 
     def _run_batch(self, jobs: list[Job]) -> None:
