@@ -37,6 +37,7 @@ from lrformer.utils import CACHE_DIR
 FIRST, LAST = FLOAT_MODULES[0], FLOAT_MODULES[1]
 ATTENTION = r".*\.attn"  # the attention itself (pooling, scaled dot product, resize), not its projections
 RESIZES = ("Interpolate",)
+QUERY_HEADS = r"decode_head\.(cls_embed|mask_embed)"  # LRFormer+'s classifier: the class and mask embeddings
 VARIANTS = {
     "all int8 (NNCF defaults)": Int8Settings(model_type=None, float_modules=(), float_types=()),
     "transformer rules": Int8Settings(float_modules=(), float_types=()),
@@ -49,6 +50,9 @@ VARIANTS = {
     "transformer + first conv, classifier, resizes, attention float": Int8Settings(
         float_modules=(FIRST, LAST, ATTENTION), float_types=RESIZES
     ),
+    "transformer + first conv, classifier, resizes, query heads float": Int8Settings(
+        float_modules=(FIRST, LAST, QUERY_HEADS), float_types=RESIZES
+    ),
     "NNCF defaults + first conv, classifier, resizes float": Int8Settings(
         model_type=None, float_modules=(FIRST, LAST), float_types=RESIZES
     ),
@@ -56,7 +60,7 @@ VARIANTS = {
         model_type=None, float_modules=(FIRST, LAST, ATTENTION), float_types=RESIZES
     ),
 }
-"""Quantisation variants by name; ``--variants default`` runs only :class:`Int8Settings()`."""
+"""Quantisation variants by name; ``default`` names :class:`Int8Settings()` (what ``--int8`` does)."""
 
 
 def arguments() -> argparse.Namespace:
@@ -78,7 +82,7 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    settings = {"default": Int8Settings()} if args.variants == ["default"] else {v: VARIANTS[v] for v in args.variants}
+    settings = {v: Int8Settings() if v == "default" else VARIANTS[v] for v in args.variants}
     model = lrformer.reparameterize_model(lrformer.create_model(args.weights).eval())
     spec = load_spec(args.data)
     images = from_dataset(spec, args.data_root, size=args.calib_size, held_out=args.held_out)
