@@ -242,7 +242,7 @@ def test_serve_runs_an_export_and_describes_it(networks):
     info = served_model_info(predictor, Legend.for_model(description, 5, None))
     assert info["classes"] == NAMES and info["palette"] == PALETTE and info["export"]["runtime"] == "openvino"
     image = synthetic_photo(90, 150, seed=8)
-    with TestClient(create_app(predictor, info)) as client:
+    with TestClient(create_app(predictor, info), base_url="http://127.0.0.1:8000") as client:  # a Host it allows
         assert client.get("/model").json()["export"] == description["export"]
         answer = client.post("/predict", content=cv2.imencode(".png", image)[1].tobytes())
     assert answer.status_code == 200
