@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 
@@ -88,23 +87,17 @@ def resolve_token(given: str | None) -> str | None:
 
 def allowed_hosts(names: list[str] | None) -> tuple[str, ...]:
     """The ``--allow-host`` names, lower-cased; one with a scheme, a port or a path is refused."""
+    from ..serving.guard import is_ip
+
     hosts = []
     for name in names or ():
         host = name.strip().lower()
         bare = host.strip("[]")
-        if not host or "/" in host or (":" in bare and not _is_ip(bare)) or " " in host:
+        if not host or "/" in host or (":" in bare and not is_ip(bare)) or " " in host:
             raise ConfigError(f"--allow-host {name!r} is not a host name: give the name alone (no scheme, port or "
                               "path), e.g. --allow-host myserver.lan, or * to allow any")  # fmt: skip
         hosts.append(host)
     return tuple(hosts)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def serve_options(args: argparse.Namespace, max_pixels: int | None, token: str | None, allow_hosts: tuple):

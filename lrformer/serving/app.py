@@ -164,6 +164,7 @@ class Handlers:
         self.palette = np.asarray(description["palette"], dtype=np.uint8)  # (C, 3) RGB
         self.names = description["classes"]
         self.cost = cost or CostModel()
+        self.max_pixels = options.max_pixels or SERVE_MAX_PIXELS  # the pixel cap in force
         self.worker: InferenceWorker | None = None
         self.queued_pixels = 0  # decoded pixels of the requests admitted and not yet answered
         self.uploads = self.decoding = None
@@ -226,12 +227,12 @@ class Handlers:
             raise ServerBusyError(f"busy: {options.max_uploads} uploads are being received; retry later")
         async with self.uploads:
             data = await read_upload(request, options.max_upload_bytes, options.upload_timeout_s, options.max_parts)
-        size = await run_in_threadpool(_checked_size, data, options.max_pixels or SERVE_MAX_PIXELS)
+        size = await run_in_threadpool(_checked_size, data, self.max_pixels)
         work = predictor_work(size, self.predictor)
         seconds = self.admit(work)
         try:
             async with self.decoding:  # a few decoded images in memory at a time, not one per thread
-                prepared = await run_in_threadpool(_prepare, data, self.predictor, options.max_pixels or SERVE_MAX_PIXELS)
+                prepared = await run_in_threadpool(_prepare, data, self.predictor, self.max_pixels)
             future = worker.submit(prepared, work, seconds, self.clock() + options.timeout_s)
             del prepared  # the worker holds the network inputs; the decoded image is gone
             return data, await self.result_within(request, future, options.timeout_s)
@@ -293,7 +294,7 @@ class Handlers:
         return Response(picture, media_type="image/png")
 
     def _overlay(self, data: bytes, label: np.ndarray) -> bytes:
-        bgr = decode_image(data, "the upload", self.options.max_pixels or SERVE_MAX_PIXELS)
+        bgr = decode_image(data, "the upload", self.max_pixels)
         return encode_image(overlay(bgr, label, self.palette, 0.5, self.names, True, True), ".png")
 
     async def png_answer(self, label: np.ndarray) -> Response:

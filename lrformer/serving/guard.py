@@ -66,7 +66,7 @@ def host_name(value: str) -> str | None:
         if not bracket or (port and not re.fullmatch(r":\d*", port)):
             return None
     elif value.count(":") > 1:  # a bare IPv6 literal (invalid in Host, but unambiguous when it parses)
-        name = value if _is_ip(value) else ""
+        name = value if is_ip(value) else ""
     else:
         name, _, port = value.partition(":")
         if port and not port.isdigit():
@@ -75,7 +75,8 @@ def host_name(value: str) -> str | None:
     return name if _NAME.fullmatch(name) else None
 
 
-def _is_ip(name: str) -> bool:
+def is_ip(name: str) -> bool:
+    """Whether ``name`` is an IPv4 or IPv6 address literal (without brackets)."""
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -118,7 +119,7 @@ class Guard:
 
     def allows(self, name: str) -> bool:
         """Whether ``name`` (as :func:`host_name` gives it) is one of this server's host names."""
-        return self.any_host or name in self.names or (self.wildcard and _is_ip(name))
+        return self.any_host or name in self.names or (self.wildcard and is_ip(name))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
