@@ -11,7 +11,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "lrformer"
 
 LAYERS = {
-    "foundation": ("lrformer.errors", "lrformer.utils", "lrformer.files", "lrformer.devices", "lrformer._lazy"),
+    "foundation": (
+        "lrformer.errors", "lrformer.utils", "lrformer.files", "lrformer.devices", "lrformer._lazy", "lrformer.palettes",
+    ),
     "models": ("lrformer.models",),
     "image": ("lrformer.image",),
     "inference": ("lrformer.inference",),

@@ -48,7 +48,7 @@ class Legend:
         others; else the dataset of that name (or a dataset YAML), or the one the class count
         suggests (150 ADE20K, 19 Cityscapes, 171 COCO-Stuff), else random colours."""
         from ..data.datasets import load_spec
-        from ..data.palettes import DATASETS, get_palette
+        from ..palettes import DATASETS, get_palette
 
         saved_palette, saved_classes = description.get("palette"), description.get("classes")
         if saved_palette and not option and len(saved_palette) >= num_classes:
@@ -67,7 +67,7 @@ class Legend:
     @classmethod
     def for_dataset(cls, spec) -> Legend:
         """A dataset's class names and palette (random colours where it has too few)."""
-        from ..data.palettes import get_palette
+        from ..palettes import get_palette
 
         palette = np.asarray(spec.palette, dtype=np.uint8) if spec.palette else np.zeros((0, 3), np.uint8)
         if len(palette) < len(spec.classes):

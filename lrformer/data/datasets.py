@@ -15,8 +15,8 @@ from PIL import Image
 
 from ..errors import ConfigError, InputError, LabelValueError, MissingFileError, UnknownNameError
 from ..image.pipeline import InferenceConfig
+from ..palettes import DATASETS as PALETTES
 from ..utils import read_mapping, unknown_key_error
-from .palettes import DATASETS as PALETTES
 
 logger = logging.getLogger(__name__)
 
