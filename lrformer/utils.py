@@ -15,8 +15,15 @@ from typing import Iterator
 
 from .errors import ConfigError, MissingExtraError, UnknownNameError
 
-CACHE_DIR = Path(os.environ.get("LRFORMER_CACHE", Path.home() / ".cache" / "lrformer"))
-"""Downloaded checkpoints and the demo's dataset (``$LRFORMER_CACHE``, default ``~/.cache/lrformer``)."""
+
+def cache_dir() -> Path:
+    """Downloaded checkpoints, Hub listings and the demo's dataset: ``$LRFORMER_CACHE`` as it is now,
+    default ``~/.cache/lrformer``."""
+    return Path(os.environ.get("LRFORMER_CACHE") or Path.home() / ".cache" / "lrformer")
+
+
+CACHE_DIR = cache_dir()
+"""The cache folder when the package was imported (:func:`cache_dir` reads the environment again)."""
 
 
 def did_you_mean(key: str, valid: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:

@@ -14,6 +14,7 @@ import torch
 
 import lrformer
 
+from .fake_hub import FakeHub
 from .helpers import run_bounded, synthetic_photo
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -60,9 +61,21 @@ def test_the_readme_has_python_snippets():
     assert len(blocks("python")) >= 4
 
 
+@pytest.fixture(scope="module")
+def released_hub(workspace):
+    """A local Hub (127.0.0.1) with LRFormer-T's ADE20K file under an official-style name, for the
+    snippets that load released models by tag."""
+    with FakeHub({"lrformer-t-160k_ade20k_46.7.pth": (workspace / "lrformer_t_ade20k.pth").read_bytes()}) as hub:
+        yield hub
+
+
 @pytest.mark.parametrize("line, code", blocks("python"), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
-def test_python_snippet_runs(line, code, workspace, monkeypatch):
+def test_python_snippet_runs(line, code, workspace, released_hub, monkeypatch):
     monkeypatch.chdir(workspace)
+    monkeypatch.setenv("HF_ENDPOINT", released_hub.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(workspace / "hf-cache"))
+    monkeypatch.setenv("LRFORMER_CACHE", str(workspace / "lrformer-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "readme"})
 
 

@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
     from ..image import panel
     from ..inference import Predictor, read_image, save_image
-    from ..utils import CACHE_DIR
+    from ..utils import cache_dir
 
     args.device = check_device(args.device, "--device", "--device cpu")
     began = time.perf_counter()
-    data_dir = Path(args.data_dir) if args.data_dir else CACHE_DIR / "demo_data"
+    data_dir = Path(args.data_dir) if args.data_dir else cache_dir() / "demo_data"
     print(f"[1/3] synthetic dataset in {data_dir}")
     spec_path = synthetic.generate(data_dir)
     overrides = [f"data.dataset={spec_path}", f"data.root={data_dir}", f"train.device={args.device}", *args.overrides]

@@ -27,7 +27,7 @@ from .sync_bn import SYNC_BN_SCOPES
 
 POSITIVE = Rule("a number > 0", lambda v: v > 0)
 NON_NEGATIVE = Rule("a number >= 0", lambda v: v >= 0)
-WEIGHTS = Rule("a checkpoint path or URL")
+WEIGHTS = Rule("a checkpoint path, URL, hf-hub: name or released tag")
 
 
 def _at_least(low: int, what: str) -> Rule:
@@ -79,9 +79,11 @@ class ModelSettings(Section, path="model"):
     name: str = setting("lrformer_t", STRING, "variant (lrformer_t, ..., lrformer_xl_plus) or a model YAML/JSON")
     num_classes: int | None = setting(None, _at_least(1, "a number of classes >= 1"), "null: the dataset's count")
     drop_path_rate: float = setting(0.1, Rule("a rate in [0, 1)", lambda v: 0 <= v < 1), "stochastic depth rate")
-    pretrained: str | None = setting(None, WEIGHTS, "a full checkpoint to start from (fine-tuning)")
+    pretrained: str | None = setting(
+        None, WEIGHTS, "a full checkpoint to start from (fine-tuning), e.g. lrformer_t.ade20k"
+    )
     backbone_checkpoint: str | None = setting(
-        None, WEIGHTS, "backbone weights: ImageNet (the recipe), or a segmentation checkpoint's"
+        None, WEIGHTS, "backbone weights: ImageNet (the recipe, e.g. lrformer_t.in1k), or a segmentation checkpoint's"
     )
     strict: bool = setting(
         True, FLAG, "false: load only the keys that match (a classifier of another class count is always reset)"

@@ -7,12 +7,13 @@ from .decode_head import DecodeHead
 from .factory import create_model
 from .lr_head import LRHead
 from .lrsa import LRSA, HeadLRSA
-from .registry import VARIANTS, list_models
+from .registry import VARIANTS
 from .reparameterize import reparameterize_model
 from .segmentor import LRFormerSegmentor
 from .weight_loading import CheckpointMismatchError, LoadReport, load_checkpoint
+from .zoo import RELEASED, list_models
 
 __all__ = [
     "CheckpointMismatchError", "DecodeHead", "FeatureInfo", "IRB", "LRBlock", "LoadReport", "LRFormer", "LRFormerSegmentor", "LRHead", "LRSA", "HeadLRSA",
-    "VARIANTS", "create_model", "list_models", "load_checkpoint", "reparameterize_model",
+    "RELEASED", "VARIANTS", "create_model", "list_models", "load_checkpoint", "reparameterize_model",
 ]  # fmt: skip

@@ -23,6 +23,7 @@ from .registry import (
 )
 from .weight_loading import checkpoint_classes, load_checkpoint
 from .weights import Checkpoint, is_remote, looks_like_checkpoint, read_checkpoint
+from .zoo import ReleasedModel, check_classes, is_tag, released_model
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -74,7 +75,7 @@ describe = model_description
 def create_model(
     name: str | Path,
     num_classes: int | None = None,
-    pretrained: str | Path | None = None,
+    pretrained: str | Path | bool | None = None,
     strict: bool = True,
     reset_classifier: bool | None = None,
     features_only: bool = False,
@@ -91,16 +92,25 @@ def create_model(
         >>> model.feature_info.channels(), model.feature_info.reduction()
         ([96, 240, 384], [8, 16, 32])
 
+    Released models are named by tag (``lrformer.list_models(pretrained=True)``, ``lrformer models``)::
+
+        >>> model = lrformer.create_model("lrformer_t.ade20k", pretrained=True)  # downloaded once, then cached
+        >>> model.config["classes"][:3], model.config["test"]["scale"]
+        (['wall', 'building', 'sky'], [2048, 512])
+
     Args:
         name: ``lrformer_t|s|b|l`` (segmentor with LRHead), ``lrformer_xl`` (backbone only),
-            ``lrformer_{t,s,b,l,xl}_plus`` (LRFormer+, Mask2Former head), a path to a YAML/JSON
-            file holding these same arguments, or a checkpoint written by this package (path,
-            URL or ``hf-hub:`` name), which describes its own model.
+            ``lrformer_{t,s,b,l,xl}_plus`` (LRFormer+, Mask2Former head), a released model's tag
+            ``VARIANT.TAG`` (e.g. ``lrformer_t.ade20k``: its variant, class count, class names, palette
+            and test settings), a path to a YAML/JSON file holding these same arguments, or a
+            checkpoint written by this package (path, URL or ``hf-hub:`` name), which describes its own model.
         num_classes: classes of the decode head. Default: the checkpoint's (from its description,
-            or the shape of its classifier), else 150 (ADE20K). A different count than the
-            checkpoint's means fine-tuning: only the classifier is re-initialised (logged).
-        pretrained: weights to load: local file (PyTorch or ``.safetensors``), http(s) URL or
-            ``hf-hub:OWNER/REPO/PATH[@REVISION]``, see :func:`load_checkpoint`.
+            or the shape of its classifier) or the tag's dataset's, else 150 (ADE20K). A different
+            count than the checkpoint's means fine-tuning: only the classifier is re-initialised (logged).
+        pretrained: weights to load: ``True`` for the released file of the tag (a bare variant: its
+            default tag, the first ``lrformer models`` lists), a local file (PyTorch or
+            ``.safetensors``), an http(s) URL (``URL#sha256=HEX`` checks it), ``hf-hub:OWNER/REPO/PATH[@REVISION]``
+            or a tag, see :func:`load_checkpoint`. ``None`` / ``False``: random weights.
         strict: every key and shape must match (apart from the classifier when fine-tuning);
             ``False`` loads the matching keys and logs the rest.
         reset_classifier: re-initialise a classifier of another class count instead of failing
@@ -134,9 +144,13 @@ def create_model(
             f"out_indices={out_indices!r} selects the stages of a feature backbone: add features_only=True, "
             f"e.g. create_model({str(name)!r}, features_only=True, out_indices={out_indices!r})"
         )
+    released, name, pretrained = _released(name, pretrained)
     name, pretrained, overrides = _read_name(name, pretrained, overrides)
     checkpoint = read_checkpoint(pretrained) if pretrained else None
-    name, overrides = _described_variant(name, pretrained, checkpoint, overrides)
+    description = (checkpoint.description if checkpoint else None) or (released.description() if released else None)
+    if released and checkpoint and not checkpoint.description:
+        check_classes(released, checkpoint_classes(checkpoint.state_dict), str(pretrained))
+    name, overrides = _described_variant(name, pretrained, description, overrides)
     if features_only:  # the described head (class count, head sizes) is not built
         return _create_features(variant_config(name, **overrides), out_indices, checkpoint, pretrained, strict)
     if reset_classifier is None:
@@ -145,7 +159,38 @@ def create_model(
         overrides["num_classes"] = num_classes
     elif checkpoint and "num_classes" not in overrides and checkpoint_classes(checkpoint.state_dict):
         overrides["num_classes"] = checkpoint_classes(checkpoint.state_dict)
-    return _create_segmentor(variant_config(name, **overrides), checkpoint, pretrained, strict, reset_classifier)
+    config = variant_config(name, **overrides)
+    model = _create_segmentor(config, checkpoint, description, pretrained, strict, reset_classifier)
+    if released:
+        model.config["tag"] = released.tag
+    return model
+
+
+def _released(
+    name: str | Path, pretrained: str | Path | bool | None
+) -> tuple[ReleasedModel | None, str | Path, str | Path | None]:
+    """The released model that ``name`` (a tag) or ``pretrained`` (``True``, or a tag) names, with
+    ``name`` as its variant and ``pretrained`` as the tag to download (``None``: no weights)."""
+    if pretrained is False:
+        pretrained = None
+    if pretrained is True:
+        if not (is_tag(name) or str(name) in VARIANTS):
+            raise ConfigError(
+                f"pretrained=True loads a released model, named by its tag or variant (see lrformer.list_models("
+                f"pretrained=True)), not {str(name)!r}: give pretrained=PATH instead"
+            )
+        released = released_model(str(name))
+        return released, released.variant, released.tag
+    if is_tag(name) and not Path(name).exists():
+        released = released_model(str(name))
+        return released, released.variant, pretrained
+    if pretrained is not None and is_tag(str(pretrained)) and not Path(pretrained).exists():
+        released = released_model(str(pretrained))
+        if str(name) in VARIANTS and name != released.variant:
+            raise ConfigError(f"{pretrained} holds {released.variant} weights, not {name}'s: create_model("
+                              f"'{released.variant}', pretrained='{pretrained}') or create_model('{pretrained}', pretrained=True)")  # fmt: skip
+        return released, name, pretrained
+    return None, name, pretrained
 
 
 def _read_name(
@@ -169,11 +214,11 @@ def _read_name(
 
 
 def _described_variant(
-    name: str | Path | None, pretrained: str | Path | None, checkpoint: Checkpoint | None, overrides: dict[str, Any]
+    name: str | Path | None, pretrained: str | Path | None, description: dict[str, Any] | None, overrides: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
-    """The variant and overrides with a self-describing ``checkpoint``'s arguments (variant, class
-    count, hyper-parameters) under ``overrides``, when ``name`` is that variant or not given."""
-    description = checkpoint.description if checkpoint else None
+    """The variant and overrides with a model ``description``'s arguments (variant, class count,
+    hyper-parameters; from a self-describing checkpoint or a released model's tag) under
+    ``overrides``, when ``name`` is that variant or not given."""
     if description and name in (None, description["model"]["name"]):
         described = dict(description["model"])
         name = described.pop("name")
@@ -205,20 +250,24 @@ def _create_features(
 def _create_segmentor(
     config: dict[str, Any],
     checkpoint: Checkpoint | None,
+    description: dict[str, Any] | None,
     pretrained: str | Path | None,
     strict: bool,
     reset_classifier: bool,
 ) -> nn.Module:
     """The segmentor of the resolved ``config``, with ``checkpoint`` loaded and, unless its classifier
-    was re-initialised, its description's classes, palette and test settings in ``model.config``."""
+    was re-initialised or is of another class count, the ``description``'s classes, palette and test
+    settings in ``model.config``."""
     model = build_model(config)
+    reset = False
     if checkpoint:
         report = load_checkpoint(model, checkpoint, strict=strict, reset_classifier=reset_classifier)
         model.config["pretrained"] = str(pretrained)
-        description = checkpoint.description or {}
-        if not report.reset:
-            model.config.update({k: description[k] for k in ("classes", "palette", "test") if description.get(k)})
+        reset = bool(report.reset)
         model.eval()
+    described_classes = (description or {}).get("model", {}).get("num_classes", config["num_classes"])
+    if description and not reset and described_classes == config["num_classes"]:
+        model.config.update({k: description[k] for k in ("classes", "palette", "test") if description.get(k)})
     return model
 
 

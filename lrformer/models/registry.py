@@ -85,15 +85,15 @@ BACKBONE_KEYS = ("embed_dims", "depths", "num_heads", "mlp_ratios", "q_pooled_si
 """The overrides that shape the backbone: the only ones a ``features_only`` model takes."""
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
+def variant_names() -> list[str]:
+    """The variants :func:`create_model` builds (:func:`lrformer.list_models` also lists released tags)."""
     return sorted(VARIANTS)
 
 
 def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
     """Resolved hyper-parameters of a variant with ``overrides`` applied (validated)."""
     if name not in VARIANTS:
-        raise unknown_key_error(name, list_models(), "model")
+        raise unknown_key_error(name, variant_names(), "model")
     valid = OVERRIDE_KEYS + PLUS_OVERRIDE_KEYS if name.endswith("_plus") else OVERRIDE_KEYS
     for key in overrides:
         if key not in valid:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointMismatchError
-from .registry import list_models, variant_layout
+from .registry import variant_layout, variant_names
 from .weights import Checkpoint, read_checkpoint, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str:
     if not any(k.startswith("backbone.") for k in shapes):
         shapes = {f"backbone.{k}": s for k, s in shapes.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     best, best_agree = "", 0.0
-    for name in list_models():
+    for name in variant_names():
         layout = variant_layout(name)
         if not any(k.startswith("decode_head.") for k in shapes):
             layout = {k: s for k, s in layout.items() if k.startswith("backbone.")}

@@ -12,8 +12,9 @@ Design notes: ``docs/design.md``, section 5 (the released checkpoint layout).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,9 +22,10 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError, MissingFileError
-from ..utils import CACHE_DIR, atomic_path, require_extra
+from ..utils import atomic_path, cache_dir, require_extra
+from .hub import HUB_PREFIX, download, hub_download, parse_hub_name, verify_sha256  # noqa: F401 (parse_hub_name: API)
+from .zoo import is_tag, released_model, released_source
 
-HUB_PREFIX = "hf-hub:"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 DESCRIPTION_KEY = "lrformer"
 
@@ -41,7 +43,9 @@ class Checkpoint:
 
 
 def is_remote(source: str | Path) -> bool:
-    return str(source).startswith(HUB_PREFIX) or "://" in str(source)
+    """Whether ``source`` is downloaded: a Hub name, a URL or a released model's tag (not a local file)."""
+    text = str(source)
+    return text.startswith(HUB_PREFIX) or "://" in text or (is_tag(text) and not Path(text).exists())
 
 
 def looks_like_checkpoint(source: str | Path) -> bool:
@@ -49,101 +53,57 @@ def looks_like_checkpoint(source: str | Path) -> bool:
     return is_remote(source) or Path(str(source)).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
-def parse_hub_name(name: str) -> tuple[str, str, str | None]:
-    """``hf-hub:OWNER/REPO/PATH[@REVISION]`` → ``(repo_id, filename, revision)``."""
-    body = name[len(HUB_PREFIX) :]
-    revision = None
-    if "@" in body:
-        body, revision = body.rsplit("@", 1)
-    parts = body.split("/")
-    if len(parts) < 3 or not all(parts) or (revision is not None and not revision):
-        raise CheckpointError(
-            f"{name}: a Hub name is hf-hub:OWNER/REPO/PATH[@REVISION], "
-            "e.g. hf-hub:yuhuan-wu/LRFormer-Models/FILE.pth (PATH is the file inside the repository)"
-        )
-    return "/".join(parts[:2]), "/".join(parts[2:]), revision
-
-
-def hub_download(name: str) -> Path:
-    """The local path of a Hub file: from the Hub cache (``HF_HUB_CACHE`` / ``HF_HOME``), downloaded
-    into it when missing; ``HF_HUB_OFFLINE=1`` uses the cache only."""
-    hub = require_extra("huggingface_hub", "hub", f"loading {name}")
-    repo_id, filename, revision = parse_hub_name(name)
-    try:
-        return Path(hub.hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
-    except Exception as exc:  # offline cache miss, unknown repo / file / revision, network errors
-        reason, fix = _hub_failure(exc, repo_id, filename, revision)
-        raise CheckpointError(f"cannot get {name}: {reason}; {fix}") from exc
-
-
-HUB_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "GatedRepoError", "RepositoryNotFoundError",
-              "RevisionNotFoundError", "EntryNotFoundError")  # fmt: skip
-"""The ``huggingface_hub`` exceptions told apart, most specific first (a gated repository is a
-``RepositoryNotFoundError``, a cache miss an ``EntryNotFoundError`` in some versions)."""
-
-
-def _hub_errors() -> dict[str, type[BaseException]]:
-    """The ``huggingface_hub`` exception classes by name: from ``huggingface_hub.errors`` (0.24+),
-    else ``huggingface_hub.utils`` (0.20+); a class neither exports is left out."""
-    found: dict[str, type[BaseException]] = {}
-    for module_name in ("huggingface_hub.utils", "huggingface_hub.errors"):  # the newer module wins
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for name in HUB_ERRORS:
-            if isinstance(getattr(module, name, None), type):
-                found[name] = getattr(module, name)
-    return found
-
-
-def _hub_failure(exc: BaseException, repo_id: str, filename: str, revision: str | None) -> tuple[str, str]:
-    """Why a Hub download failed and what to do, from the exception's type."""
-    kinds = _hub_errors()
-    kind = next((name for name in HUB_ERRORS if name in kinds and isinstance(exc, kinds[name])), None)
-    if kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
-        reason = "it is not in the local Hub cache and downloads are off (HF_HUB_OFFLINE=1 or no network)"
-        return reason, "connect once without HF_HUB_OFFLINE to fill the cache, or pass a local file"
-    if kind is not None:
-        reason = {"GatedRepoError": f"{repo_id} needs you to log in and accept its terms",
-                  "RepositoryNotFoundError": f"no repository {repo_id} (or it is private)",
-                  "RevisionNotFoundError": f"{repo_id} has no revision {revision!r}",
-                  "EntryNotFoundError": f"{repo_id} has no file {filename!r}"}[kind]  # fmt: skip
-        return reason, f"check the name against https://huggingface.co/{repo_id}/tree/{revision or 'main'}"
-    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return reason, "check the network, or download the file yourself and pass its local path"
-
-
 def url_download(url: str) -> Path:
-    """Download ``url`` once into the cache directory (atomically) and return the local path."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    target = CACHE_DIR / f"{digest}_{Path(url.split('?')[0]).name}"
+    """Download ``url`` once into the cache directory and return the local path.
+
+    ``URL#sha256=HEX`` gives the file's sha256: the download is checked before it is moved into the
+    cache, and the cached file every time it is used. The download goes to a temporary file renamed
+    when complete, so an interrupted one leaves nothing half-written in its place (the next call starts
+    again); two processes downloading at once each write their own temporary file.
+    """
+    address, _, fragment = url.partition("#")
+    sha256 = fragment[len("sha256=") :].strip().lower() if fragment.startswith("sha256=") else None
+    if fragment and not sha256 or sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise CheckpointError(f"{url}: the part after # must be sha256= and 64 hex digits, e.g. URL#sha256=9f86d0...")
+    digest = hashlib.sha256(address.encode()).hexdigest()[:12]
+    target = cache_dir() / f"{digest}_{Path(address.split('?')[0]).name}"
     if not target.exists():
         try:
             with atomic_path(target) as tmp:
-                torch.hub.download_url_to_file(url, str(tmp), progress=True)
+                torch.hub.download_url_to_file(address, str(tmp), progress=True)
+                if sha256:
+                    verify_sha256(tmp, sha256, address)
+        except CheckpointError:
+            raise CheckpointError(f"the download of {address} does not match its sha256 {sha256[:12]}... (not kept); "
+                                  "check the address and the sha256, then run again") from None  # fmt: skip
         except Exception as exc:  # URLError, HTTPError, timeouts, unknown schemes, a full disk
             reason = getattr(exc, "reason", None) or exc
             raise CheckpointError(
-                f"cannot download {url}: {reason}; check the address and the network, or download the file "
+                f"cannot download {address}: {reason}; check the address and the network, or download the file "
                 "yourself and pass its local path"
             ) from exc
+    elif sha256:
+        verify_sha256(target, sha256, address)
     return target
 
 
 def local_path(source: str | Path) -> Path:
-    """``source`` as a local file: a Hub name or URL is downloaded (cached), a path is checked."""
+    """``source`` as a local file: a released-model tag, Hub name or URL is downloaded (cached), a path is checked."""
     text = str(source)
+    path = Path(source)
+    if is_tag(text) and not path.exists():
+        name, sha256 = released_source(released_model(text))
+        return download(*parse_hub_name(name), sha256=sha256)
     if text.startswith(HUB_PREFIX):
         return hub_download(text)
     if "://" in text:
         return url_download(text)
-    path = Path(source)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder: give the checkpoint file inside it")
     if not path.is_file():
         raise MissingFileError(
-            f"checkpoint {path} does not exist (give a local file, an http(s) URL or hf-hub:OWNER/REPO/PATH)"
+            f"checkpoint {path} does not exist (give a local file, an http(s) URL, hf-hub:OWNER/REPO/PATH or a "
+            "released model's tag, see `lrformer models`)"
         )
     return path
 
@@ -157,6 +117,11 @@ def read_checkpoint(source: str | Path) -> Checkpoint:
         with torch.serialization.safe_globals(_numpy_metadata_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors carry unhelpful messages
+        if is_remote(source) and "Unsupported global" not in str(exc):  # a damaged download: name it and the fix
+            raise CheckpointError(
+                f"cannot read {path}, the cached download of {source}: {load_failure(exc)}; delete it "
+                f"(rm '{os.path.realpath(path)}') and run again to download it afresh"
+            ) from exc
         error = CheckpointError(
             f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}\n"
             "A file saved with torch.save loads when it holds tensors, numbers, strings and containers "
