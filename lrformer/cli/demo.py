@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"data.dataset={spec_path}", f"data.root={data_dir}", f"train.device={args.device}", *args.overrides]
     if args.iters:
         overrides.append(f"schedule.max_iters={args.iters}")
-    config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", overrides)
+    config = load_config("demo", overrides)  # the packaged recipe
     with Trainer(config, args.work_dir, force=True) as trainer:  # a re-run replaces the previous demo run
         print(f"[2/3] training {config.model.name} for {config.schedule.max_iters} iterations on {trainer.device}")
         trainer.train()

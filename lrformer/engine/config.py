@@ -1,4 +1,4 @@
-"""Training configs from YAML files (with ``_base_`` inheritance) and ``--set`` overrides.
+"""Training configs from YAML files or recipe names (with ``_base_`` inheritance) and ``--set`` overrides.
 
 A config is built in layers, each merged into the one before with :func:`merge` (mmengine's rule):
 the defaults (:data:`DEFAULTS`), then every file of the ``_base_`` chain from the root down (the
@@ -7,6 +7,13 @@ reject keys shared between them), then the file itself, then each ``--set key=va
 Mappings merge key by key, so ``--set optim.custom_keys.head.lr_mult=5`` changes one multiplier
 and keeps every other custom key; a mapping holding ``_delete_: true`` replaces the mapping below
 it instead. The result is checked and typed: a :class:`~lrformer.engine.settings.TrainingConfig`.
+
+A config is a YAML file or the name of a packaged recipe (``lrformer_t_ade20k``: see
+:mod:`lrformer.engine.recipes`). A ``_base_`` entry names a file relative to the config's folder
+or, where no such file exists, a packaged recipe, so a YAML file anywhere can start from one::
+
+    _base_: lrformer_t_ade20k
+    optim: {lr: 1.0e-4}
 
 What every key takes, its default and its doc are declared once, in :mod:`lrformer.engine.settings`;
 an unknown key is an error naming the closest valid one.
@@ -24,7 +31,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..errors import ConfigError, MissingFileError
+from ..errors import ConfigError
+from .recipes import base_entries, base_path, missing_config_error, resolve_config_argument
 from .schema import UnknownKeyError
 from .settings import (
     DEFAULTS,
@@ -44,7 +52,7 @@ from .settings import (
 __all__ = [
     "DEFAULTS", "DELETE_KEY", "FREE_FORM", "RULES", "TEST_KEYS", "VALID_KEYS", "DataSettings", "ModelSettings",
     "OptimSettings", "ScheduleSettings", "TrainSettings", "TrainingConfig", "UnknownKeyError", "check",
-    "dump_config", "load_config", "merge", "unknown_key",
+    "config_chain", "dump_config", "load_config", "merge", "unknown_key",
 ]  # fmt: skip
 
 DELETE_KEY = "_delete_"
@@ -82,10 +90,10 @@ def _without_delete(value: Any) -> Any:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainingConfig:
-    """The defaults, then the YAML file (and its ``_base_`` chain), then ``key=value`` overrides;
-    checked (every mistake a :class:`ConfigError` naming the key) and typed."""
+    """The defaults, then the config (a YAML file or a recipe name, and its ``_base_`` chain), then
+    ``key=value`` overrides; checked (every mistake a :class:`ConfigError` naming the key) and typed."""
     config = copy.deepcopy(DEFAULTS)
-    for layer in _file_layers(Path(path)) if path is not None else []:
+    for _, layer in config_chain(path) if path is not None else []:
         config = merge(config, layer)
     for item in overrides:
         config = merge(config, _set_layer(item))
@@ -138,15 +146,21 @@ def _parse_value(text: str) -> Any:
         ) from None
 
 
-def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    """The mappings of ``path``'s ``_base_`` files (a path or a list, relative to ``path``'s
-    folder), root first, then ``path``'s own."""
+def config_chain(config: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The files that make up ``config`` (a YAML file or a recipe name), each with its mapping
+    (``_base_`` removed), in merge order: its ``_base_`` files, root first, then itself."""
+    return _file_layers(resolve_config_argument(config))
+
+
+def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """``(file, mapping)`` of ``path``'s ``_base_`` files (a name or a list: see
+    :func:`~lrformer.engine.recipes.base_path`), root first, then ``path``'s own."""
     path = Path(os.path.abspath(path))
     referrer = f" (the _base_ of {chain[-1]})" if chain else ""
     if path.is_dir() or (path.exists() and not path.is_file()):
         raise ConfigError(f"config {path}{referrer} is not a file: give the path of a YAML config")
     if not path.is_file():
-        raise MissingFileError(f"config {path} does not exist{referrer}; give the path of a YAML config (see configs/)")
+        raise missing_config_error(path, referrer)
     if path in chain:
         cycle = " -> ".join(p.name for p in chain[chain.index(path) :] + (path,))
         raise ConfigError(f"_base_ cycle: {cycle}; remove one of these _base_ entries")
@@ -165,14 +179,10 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[dict[str, Any
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections (model:, data:, optim:, ...)")
-    bases = data.pop("_base_", None) or []
-    bases = [bases] if isinstance(bases, str) else bases
-    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
-        raise ConfigError(f"_base_ in {path} must be a file name or a list of file names, got {bases!r}")
     layers = []
-    for base in bases:
-        layers += _file_layers(path.parent / base, chain + (path,))
-    return layers + [data]
+    for base in base_entries(data, path):
+        layers += _file_layers(base_path(base, path.parent), chain + (path,))
+    return layers + [(path, data)]
 
 
 def check(config: Mapping[str, Any]) -> dict[str, Any]:

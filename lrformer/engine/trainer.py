@@ -70,7 +70,7 @@ class Trainer:
     manager, or call :meth:`close`, to release the lock (and the process group it created) even
     when training stops early; :meth:`train` releases the lock itself when it returns::
 
-        with Trainer(load_config("configs/demo.yaml"), "work_dirs/demo") as trainer:
+        with Trainer(load_config("demo"), "work_dirs/demo") as trainer:
             trainer.train()
 
     Args:
