@@ -209,3 +209,20 @@ def test_lrformer_models_lists_tags_files_and_the_cache(hub, capsys):
     assert main(["models", "lrformer_t.ade20k", "--json"]) == 0
     (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert (entry["file"], entry["cached"], entry["classes"], entry["miou"]) == (T_ADE, True, 150, 46.7)
+
+
+def test_eval_by_tag_and_a_dataset_of_other_classes(hub, tmp_path, capsys):
+    ade = tmp_path / "data" / "ADEChallengeData2016"
+    for folder in ("images", "annotations"):
+        (ade / folder / "validation").mkdir(parents=True)
+    for index in range(2):
+        cv2.imwrite(str(ade / "images" / "validation" / f"{index}.jpg"), synthetic_photo(64, 96, seed=index))
+        cv2.imwrite(str(ade / "annotations" / "validation" / f"{index}.png"), synthetic_photo(64, 96, seed=index)[..., 0] % 151)
+    arguments = ["eval", "--model", "lrformer_t.ade20k", "--data-root", str(tmp_path / "data"), "--workers", "0"]
+    assert main([*arguments, "--data", "ade20k"]) == 0
+    assert "ade20k val: 2 images" in capsys.readouterr().out
+    assert main([*arguments, "--data", "cityscapes"]) == 2
+    assert error_line(capsys) == (
+        "lrformer eval: error: --model lrformer_t.ade20k is a 150-class ade20k model, not the 19 classes of "
+        "--data cityscapes: use lrformer_t.cityscapes"
+    )

@@ -64,11 +64,13 @@ def _int_at_least(text: str, low: int) -> int:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="variant name (lrformer_t|s|b|l, ..._plus) or a model YAML/JSON; not needed for a "
-                        "checkpoint written by lrformer train or a model lrformer export wrote, which describe their "
-                        "model")  # fmt: skip
+                        help="a released model's tag (e.g. lrformer_t.ade20k, see `lrformer models`: its weights are "
+                        "downloaded once unless --weights is given), a variant name (lrformer_t|s|b|l, ..._plus) or a "
+                        "model YAML/JSON; not needed for a checkpoint written by lrformer train or a model lrformer "
+                        "export wrote, which describe their model")  # fmt: skip
     parser.add_argument("--weights", default=None,
-                        help="checkpoint: a path (.pth or .safetensors), an http(s) URL or hf-hub:OWNER/REPO/PATH[@REV]; "
+                        help="checkpoint: a path (.pth or .safetensors), an http(s) URL (URL#sha256=HEX checks it), "
+                        "hf-hub:OWNER/REPO/PATH[@REV] or a released model's tag; "
                         "predict, eval and serve also run an exported model (.onnx on ONNX Runtime, .xml + .bin on "
                         "OpenVINO), which describes itself")  # fmt: skip
     parser.add_argument(
@@ -210,6 +212,7 @@ def load_model(args: argparse.Namespace, exported: bool = False):
     from .. import create_model, reparameterize_model
     from ..deploy.runtimes import is_exported
     from ..devices import check_device
+    from ..models.zoo import is_tag
 
     threads = getattr(args, "threads", None)
     if is_exported(args.weights):
@@ -228,10 +231,34 @@ def load_model(args: argparse.Namespace, exported: bool = False):
 
         torch.set_num_threads(threads)
     name, weights = (args.model, args.weights) if args.model else (args.weights, None)
+    if is_tag(name) and not os.path.exists(name):  # a released model's tag: --model TAG, or --weights TAG alone
+        check_tag(name, args.num_classes)
+        weights = weights or True  # the released file
     model = create_model(name, num_classes=args.num_classes, pretrained=weights, reset_classifier=False)
-    if not args.weights and not getattr(model, "config", {}).get("pretrained"):
+    if not weights and not getattr(model, "config", {}).get("pretrained"):
         print("warning: no --weights given: the model has random weights", flush=True)
     return model.eval() if args.no_fast else reparameterize_model(model, inplace=True)
+
+
+def check_tag(tag: str, num_classes: int | None, option: str = "--num-classes") -> None:
+    """Refuse a class count (from ``option``: ``--num-classes``, or ``--data``'s dataset) that is not
+    the released model ``tag``'s (an unknown tag is an error with "did you mean"); warn that an
+    ImageNet backbone's decode head is random."""
+    from ..models.zoo import list_released, released_model
+
+    released = released_model(tag)
+    if released.dataset is None:
+        print(f"warning: {tag} is an ImageNet backbone: the decode head has random weights (fine-tune it with "
+              "lrformer train, model.backbone_checkpoint)", flush=True)  # fmt: skip
+    if num_classes is None or released.num_classes in (None, num_classes):
+        return
+    others = [m.tag for m in list_released(f"{released.variant}.*") if m.num_classes == num_classes]
+    raise ConfigError(
+        f"--model {tag} is a {released.num_classes}-class {released.dataset} model, not the {num_classes} classes of "
+        f"{option}: " + (f"use {' or '.join(others)}" if others else
+                        "fine-tune it to your classes with lrformer train (model.pretrained)")
+        + ("" if option != "--num-classes" else ", or drop --num-classes")
+    )
 
 
 def predictor_options(model, args: argparse.Namespace) -> dict:

@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.distributed import device_for, init_distributed, shutdown
     from ..evaluation import evaluate
     from ..inference.predictor import model_defaults
+    from ..models.zoo import is_tag
     from ..utils import atomic_path
-    from .common import check_output_file, check_run_options, inference_config, load_model
+    from .common import check_output_file, check_run_options, check_tag, inference_config, load_model
 
     check_run_options(args)  # before anything is written
     check_output_file(args.json, "--json", (args.weights, args.model, args.data), (args.data_root,))
@@ -54,8 +55,12 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed("cpu" if exported else args.device)
     try:
         spec = load_spec(args.data)
+        released = is_tag(args.model or args.weights)
+        if released:  # a released model's classes must be the dataset's
+            check_tag(args.model or args.weights, args.num_classes or len(spec.classes), f"--data {args.data}")
         dataset = SegmentationDataset(spec, args.data_root, args.split)
-        if args.num_classes is None and not exported and not str(args.model).endswith((".yaml", ".yml", ".json")):
+        describes_itself = released or exported or str(args.model).endswith((".yaml", ".yml", ".json"))
+        if args.num_classes is None and not describes_itself:
             args.num_classes = len(spec.classes)
         model = load_model(args, exported=True)
         config = inference_config(args, model_defaults(model, spec.test))

@@ -15,10 +15,12 @@ COMMANDS = {
     "eval": "lrformer.cli.eval",
     "convert": "lrformer.cli.convert",
     "train": "lrformer.cli.train",
+    "configs": "lrformer.cli.configs",
     "demo": "lrformer.cli.demo",
     "benchmark": "lrformer.cli.benchmark",
     "export": "lrformer.cli.export",
     "serve": "lrformer.cli.serve",
+    "models": "lrformer.cli.models",
 }
 """Sub-command name → module defining ``add_arguments(parser)``, ``run(args) -> int`` and ``HELP``."""
 
