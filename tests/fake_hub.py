@@ -65,6 +65,9 @@ class FakeHub:
         self.truncate: dict[str, int] = {}  # GET never sends the bytes at offsets >= n, then closes the connection
         self.corrupt: set[str] = set()  # GET sends other bytes (same length) than the announced sha256/etag
         self.gone: set[str] = set()  # listed in the tree, but resolve answers 404 EntryNotFound
+        self.stall: set[str] = set()  # GET sends half the body, sets `stalled`, then holds on until stop()
+        self.stalled = threading.Event()
+        self._release = threading.Event()
         self.requests: list[tuple[str, str]] = []  # (method, URL-decoded path without query) of every request
         self._files: dict[str, _File] = {}
         self._lock = threading.Lock()
@@ -106,6 +109,7 @@ class FakeHub:
 
     def stop(self) -> None:
         """Stop serving: the port refuses connections and open keep-alive connections are closed."""
+        self._release.set()  # a stalled download ends (its connection closes unfinished)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -237,7 +241,14 @@ class _Handler(BaseHTTPRequestHandler):
             start, end, status = int(match[1]), min(int(match[2] or size - 1), size - 1), 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         data = file.data.translate(_FLIP) if path in self.hub.corrupt else file.data
-        self._send(status, data[start : end + 1], headers, cut=self.hub.truncate.get(path, size) - start)
+        cut = self.hub.truncate.get(path, size) - start
+        if path in self.hub.stall and self.body:
+            cut = (end + 1 - start) // 2
+        self._send(status, data[start : end + 1], headers, cut=cut)
+        if path in self.hub.stall and self.body:  # a download that hangs half-way (e.g. until a kill -9)
+            self.wfile.flush()
+            self.hub.stalled.set()
+            self.hub._release.wait(120)
 
     def _json(self, value) -> None:
         self._send(200, json.dumps(value).encode(), {"Content-Type": "application/json"})

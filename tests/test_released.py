@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -226,3 +228,24 @@ def test_eval_by_tag_and_a_dataset_of_other_classes(hub, tmp_path, capsys):
         "lrformer eval: error: --model lrformer_t.ade20k is a 150-class ade20k model, not the 19 classes of "
         "--data cityscapes: use lrformer_t.cityscapes"
     )
+
+
+def test_a_download_killed_half_way_leaves_nothing_and_the_next_call_completes(hub, ade_file):
+    url = f"{hub.endpoint}/yuhuan-wu/LRFormer-Models/resolve/main/{T_ADE}#sha256={hub.sha256(T_ADE)}"
+    hub.stall.add(T_ADE)
+    for source in ("lrformer_t.ade20k", url):
+        hub.stalled.clear()
+        code = f"from lrformer.models.weights import read_checkpoint; read_checkpoint({source!r})"
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert hub.stalled.wait(120), "the download never started"
+        finally:
+            child.kill()  # kill -9 half-way through the file
+            child.wait()
+    hub.stall.clear()
+    complete = len(ade_file[0])
+    for cache in (os.environ["HF_HUB_CACHE"], os.environ["LRFORMER_CACHE"]):  # nothing whole, nothing in place
+        assert not [p for p in Path(cache).rglob("*") if p.is_file() and p.stat().st_size == complete]
+        assert not [p for p in Path(cache).rglob("*.pth") if not p.name.startswith(".")]
+    assert_weights(lrformer.create_model("lrformer_t.ade20k", pretrained=True), ade_file[1])
+    assert torch.equal(read_checkpoint(url).state_dict["decode_head.conv_seg.bias"], ade_file[1]["decode_head.conv_seg.bias"])
