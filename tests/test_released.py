@@ -72,7 +72,10 @@ def test_a_tag_loads_its_file_and_describes_the_model(hub, ade_file):
     assert model.config["classes"][:3] == ["wall", "building", "sky"] and len(model.config["palette"]) == 150
     assert model.config["test"]["scale"] == [2048, 512]
     assert lrformer.create_model("lrformer_t", pretrained=True).config["tag"] == "lrformer_t.ade20k"  # default tag
-    assert len(downloads(hub)) == 1  # the second load came from the cache
+    backbone = lrformer.create_model("lrformer_t.ade20k", pretrained=True, features_only=True, out_indices=(3,))
+    key = "block4.2.mlp.fc2.weight"
+    assert torch.equal(backbone.state_dict()[key], ade_file[1][f"backbone.{key}"].float())
+    assert len(downloads(hub)) == 1  # the later loads came from the cache
 
 
 def test_the_cache_serves_with_the_hub_stopped_and_offline(hub, ade_file, monkeypatch):
@@ -199,6 +202,24 @@ def test_url_sha256_is_checked_before_the_file_enters_the_cache(hub, ade_file):
     checkpoint.path.write_bytes(b"damaged")
     with pytest.raises(CheckpointError, match=rf"is damaged .*rm '{checkpoint.path}'"):
         read_checkpoint(f"{url}#sha256={hub.sha256(T_ADE)}")
+    with pytest.raises(CheckpointError, match=rf"cannot read {checkpoint.path}, the cached download of {url}: .*"
+                                              rf"delete it \(rm '{checkpoint.path}'\)"):  # fmt: skip
+        read_checkpoint(url)  # no sha256 to check: the damage shows when it is read
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--model", "lrformer_b.cityscape"], "unknown released model 'lrformer_b.cityscape'. Did you mean "
+                                              "'lrformer_b.cityscapes'?"),
+        (["--model", "lrformer_b.cityscapes", "--num-classes", "150"], "--model lrformer_b.cityscapes is a 19-class "
+         "cityscapes model, not the 150 classes of --num-classes: use lrformer_b.ade20k, or drop --num-classes"),
+    ],
+)
+def test_tag_mistakes_on_the_command_line_are_one_line(argv, expected, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.png"), synthetic_photo(40, 40))
+    assert main(["predict", *argv, str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(f"lrformer predict: error: {expected}")
 
 
 def test_lrformer_models_lists_tags_files_and_the_cache(hub, capsys):
