@@ -82,6 +82,11 @@ class FakeHub:
         with self._lock:
             self._files[path] = _File(bytes(data), lfs)
 
+    def remove(self, path: str) -> None:
+        """Delete a file from the repository (later listings and downloads no longer have it)."""
+        with self._lock:
+            del self._files[path.strip("/")]
+
     def sha256(self, path: str) -> str:
         """The sha256 the listing and HEAD announce for ``path`` (of the true content, even when corrupt)."""
         with self._lock:

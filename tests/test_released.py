@@ -184,8 +184,8 @@ def test_a_pinned_sha256_must_match(hub, monkeypatch):
 
 def test_a_file_of_another_dataset_is_refused_for_the_tag(hub, ade_file):
     hub.add(T_CITY, ade_file[0])  # named Cityscapes, holds 150 classes
-    with pytest.raises(CheckpointError, match=r"chosen for lrformer_t\.cityscapes, holds a 150-class model, not "
-                                              r"cityscapes's 19 classes"):  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"holds a 150-class model, not the 19 classes of lrformer_t\.cityscapes "
+                                              r"\(cityscapes\)"):  # fmt: skip
         lrformer.create_model("lrformer_t.cityscapes", pretrained=True)
 
 
@@ -230,7 +230,7 @@ def test_lrformer_models_lists_tags_files_and_the_cache(hub, capsys):
     lrformer.create_model("lrformer_t.ade20k", pretrained=True)
     hub.stop()  # the listing is cached: no request needed
     assert main(["models", "lrformer_t.ade20k", "--json"]) == 0
-    (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON lines only
     assert (entry["file"], entry["cached"], entry["classes"], entry["miou"]) == (T_ADE, True, 150, 46.7)
 
 
@@ -269,4 +269,49 @@ def test_a_download_killed_half_way_leaves_nothing_and_the_next_call_completes(h
         assert not [p for p in Path(cache).rglob("*") if p.is_file() and p.stat().st_size == complete]
         assert not [p for p in Path(cache).rglob("*.pth") if not p.name.startswith(".")]
     assert_weights(lrformer.create_model("lrformer_t.ade20k", pretrained=True), ade_file[1])
+    left = [p for p in Path(os.environ["LRFORMER_CACHE"]).iterdir() if p.name.startswith(".")]
+    assert left  # what the killed URL download left: removed by the next download once it is a day old
+    for path in left:
+        os.utime(path, (0, 0))
     assert torch.equal(read_checkpoint(url).state_dict["decode_head.conv_seg.bias"], ade_file[1]["decode_head.conv_seg.bias"])
+    assert not [p for p in Path(os.environ["LRFORMER_CACHE"]).iterdir() if p.name.startswith(".")]
+
+
+def test_a_file_replaced_on_the_hub_is_fetched_again(hub, ade_file):
+    lrformer.create_model("lrformer_t.ade20k", pretrained=True)  # listed and cached
+    newer, state = released_bytes(150, seed=5)
+    hub.add(T_ADE, newer)  # the authors replace the file under the same name
+    assert_weights(lrformer.create_model("lrformer_t.ade20k", pretrained=True), state)
+    city, city_state = released_bytes(19, seed=6)
+    hub.add(T_CITY, city)
+    zoo.released_file(zoo.RELEASED["lrformer_t.cityscapes"], refresh=True)  # listed, not downloaded
+    hub.remove(T_CITY)  # ... then moved: the cached listing is stale, so the repository is listed again
+    hub.add(f"v2/{T_CITY}", city)
+    assert_weights(lrformer.create_model("lrformer_t.cityscapes", pretrained=True), city_state)
+    assert downloads(hub)[-1] == f"/yuhuan-wu/LRFormer-Models/resolve/main/v2/{T_CITY}"
+    hub.add(f"{T_ADE[:-4]}.safetensors", b"the same weights in safetensors")  # two formats: one file
+    assert zoo.released_file(zoo.RELEASED["lrformer_t.ade20k"], refresh=True).path.endswith(".safetensors")
+
+
+def test_refresh_offline_keeps_the_cached_listing(hub, monkeypatch, capsys):
+    assert main(["models", "lrformer_t.ade20k", "--refresh"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["models", "lrformer_t.ade20k", "--refresh", "--json"]) == 0
+    (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert entry["file"] == T_ADE
+
+
+def test_tags_in_a_training_config(hub, ade_file, tmp_path):
+    from lrformer.engine.config import load_config
+    from lrformer.errors import ConfigError
+
+    config = load_config("lrformer_t_ade20k", ["model.pretrained=lrformer_t.ade20k"])
+    model = lrformer.create_model(config.model.name, num_classes=7, pretrained=config.model.pretrained)
+    assert torch.equal(model.state_dict()["backbone.block4.2.mlp.fc2.weight"],
+                       ade_file[1]["backbone.block4.2.mlp.fc2.weight"].float())  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model\.pretrained: unknown released model 'lrformer_t\.ade2k'"):
+        load_config("lrformer_t_ade20k", ["model.pretrained=lrformer_t.ade2k"])
+    with pytest.raises(ConfigError, match=r"model\.name lrformer_t\.ade20k is a released model's tag: set model\.name "
+                                          r"lrformer_t and model\.pretrained lrformer_t\.ade20k"):  # fmt: skip
+        load_config("lrformer_t_ade20k", ["model.name=lrformer_t.ade20k"])

@@ -266,6 +266,8 @@ def test_a_file_exported_elsewhere_needs_its_class_count_or_variant(exports, tmp
     assert caplog.text.count("carries no lrformer description: running it as an unnamed model with 5 classes") == 1
     assert _predict(exports["foreign.onnx"], tmp_path, "--num-classes", "7") == 2
     assert "gives 5 class scores, not --num-classes 7" in error_line(capsys)
+    tagged = load_network(exports["foreign.onnx"], "cpu", model="lrformer_t.cityscapes", num_classes=5)
+    assert tagged.description["model"]["name"] == "lrformer_t" and tagged.description["classes"] is None  # 5 != 19
     network = load_network(exports["foreign.onnx"], "cpu", model="lrformer_t")
     assert network.num_classes == 5 and network.attention_elements(512, 512) == 7766016  # lrformer_t's head
 

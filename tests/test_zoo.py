@@ -120,6 +120,11 @@ def test_a_tag_without_weights_describes_its_model():
 
 def test_pretrained_true_needs_a_name_with_released_weights(tmp_path):
     with pytest.raises(ConfigError, match="pretrained=True loads a released model"):
-        lrformer.create_model(str(tmp_path / "model.yaml"), pretrained=True)
+        lrformer.create_model(str(tmp_path / "weights.pth"), pretrained=True)
     with pytest.raises(ConfigError, match="holds lrformer_t weights, not lrformer_s's"):
         lrformer.create_model("lrformer_s", pretrained="lrformer_t.ade20k")
+    for weights in ("lrformer_s.ade20k", "lrformer_t.cityscapes"):  # refused before any download
+        with pytest.raises(ConfigError, match=f"{weights} does not fit lrformer_t.ade20k"):
+            lrformer.create_model("lrformer_t.ade20k", pretrained=weights)
+    (tmp_path / "model.yaml").write_text("name: lrformer_t.cityscapes\n")  # a tag in a model file
+    assert lrformer.create_model(tmp_path / "model.yaml").config["classes"][0] == "road"

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if mode == "data":
         return _run_data(args)
     if args.model is None and not args.weights:
-        raise ConfigError("give --model (a variant name such as lrformer_t, or a model YAML/JSON)")
+        raise ConfigError("give --model (a variant name such as lrformer_t, a released model's tag, or a model YAML/JSON)")
     if mode == "train":
         return _run_train(args)
     if args.backend or args.weights or args.int8:

@@ -231,7 +231,7 @@ def load_model(args: argparse.Namespace, exported: bool = False):
 
         torch.set_num_threads(threads)
     name, weights = (args.model, args.weights) if args.model else (args.weights, None)
-    if is_tag(name) and not os.path.exists(name):  # a released model's tag: --model TAG, or --weights TAG alone
+    if is_tag(name):  # a released model's tag: --model TAG, or --weights TAG alone
         check_tag(name, args.num_classes)
         weights = weights or True  # the released file
     model = create_model(name, num_classes=args.num_classes, pretrained=weights, reset_classifier=False)
@@ -247,6 +247,9 @@ def check_tag(tag: str, num_classes: int | None, option: str = "--num-classes") 
     from ..models.zoo import list_released, released_model
 
     released = released_model(tag)
+    if released.dataset is None and option != "--num-classes":
+        raise ConfigError(f"{tag} is an ImageNet backbone, whose decode head is random: evaluate a segmentation "
+                          f"model, e.g. {released.variant}.ade20k (see `lrformer models`)")  # fmt: skip
     if released.dataset is None:
         print(f"warning: {tag} is an ImageNet backbone: the decode head has random weights (fine-tune it with "
               "lrformer train, model.backbone_checkpoint)", flush=True)  # fmt: skip
@@ -255,8 +258,12 @@ def check_tag(tag: str, num_classes: int | None, option: str = "--num-classes") 
     others = [m.tag for m in list_released(f"{released.variant}.*") if m.num_classes == num_classes]
     raise ConfigError(
         f"--model {tag} is a {released.num_classes}-class {released.dataset} model, not the {num_classes} classes of "
-        f"{option}: " + (f"use {' or '.join(others)}" if others else
-                        "fine-tune it to your classes with lrformer train (model.pretrained)")
+        f"{option}: "
+        + (
+            f"use {' or '.join(others)}"
+            if others
+            else "fine-tune it to your classes with lrformer train (model.pretrained)"
+        )
         + ("" if option != "--num-classes" else ", or drop --num-classes")
     )
 

@@ -10,7 +10,7 @@ HELP = "count multiply-accumulates (the paper's FLOPs) and parameters"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .common import positive_int
 
-    parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l|xl) or a model YAML/JSON")
+    parser.add_argument("--model", required=True, help="variant name (lrformer_t|s|b|l|xl), a released model's tag (lrformer_t.cityscapes: its class count) or a model YAML/JSON")
     parser.add_argument("--size", nargs=2, type=positive_int, default=[512, 512], metavar=("H", "W"), help="input size")
     parser.add_argument("--num-classes", type=positive_int, default=None, help="decode-head classes (default 150)")
     parser.epilog = "example: lrformer flops --model lrformer_t --size 512 512"

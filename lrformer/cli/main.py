@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for client in ("httpx", "httpx2", "httpcore"):  # the Hub client's HTTP requests: only with --verbose
+        logging.getLogger(client).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     debug = args.debug or os.environ.get("LRFORMER_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
     try:
         module = importlib.import_module(COMMANDS[args.command])

@@ -9,7 +9,8 @@ HELP = "list the released models (tags for --model / create_model), their figure
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*",
-                        help="shell-style filter on the tags, e.g. 'lrformer_t*' or '*.cityscapes' (default: all)")  # fmt: skip
+                        help="shell-style filter on the tags, e.g. 'lrformer_t*' or '*.cityscapes'; a plain word: tags containing it, "
+                        "e.g. cityscapes (default: all)")  # fmt: skip
     parser.add_argument("--refresh", action="store_true",
                         help="list the Hub repository again (one request) instead of using the cached listing")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the table as JSON lines")
@@ -23,12 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from ..errors import CheckpointError, ConfigError
     from ..models.hub import cached_listing, is_cached, list_files
     from ..models.zoo import HUB_REPOSITORY, choose_file, list_released
 
-    pattern = args.pattern if any(c in args.pattern for c in "*?[") else args.pattern + "*"
+    pattern = args.pattern if any(c in args.pattern for c in "*?[") else f"*{args.pattern}*"  # a word: contained
     models = list_released(pattern)
     if not models:
         raise ConfigError(f"no released model matches {args.pattern!r}: see `lrformer models` for the tags")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         _print_table(rows)
         print("figures: the paper's (GMACs at the test size, parameters, single-scale val mIoU); † ImageNet-22K")
     if note:
-        print(note)
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ from ..inference.network import Network
 from ..models.backbone import MIN_INPUT_SIZE
 from ..models.factory import read_model_file
 from ..models.registry import VARIANTS, build_model, variant_config
+from ..models.zoo import is_tag, released_model
 from ..utils import require_extra
 from .metadata import METADATA_KEY, decode, export_entry
 
@@ -312,7 +313,8 @@ def _check_agrees(path: Path, stored: dict, outputs: list, model: str | None, nu
     if num_classes is not None and num_classes != described.get("num_classes"):
         raise ConfigError(f"{path} predicts {described.get('num_classes')} classes, not --num-classes {num_classes}: "
                           "leave --num-classes out (the file describes its model)")  # fmt: skip
-    if model is not None and model in VARIANTS and model != described.get("name"):
+    variant = model.split(".", 1)[0] if is_tag(model) else model
+    if variant is not None and variant in VARIANTS and variant != described.get("name"):
         raise ConfigError(
             f"{path} is a {described.get('name')} model, not --model {model}: leave --model out (the file describes "
             "its model)"
@@ -337,7 +339,8 @@ def _fallback_description(
         raise ConfigError(
             f"{path} gives {graph_classes} class scores, not --num-classes {num_classes}: fix --num-classes"
         )
-    arguments = _model_arguments(model)
+    released = released_model(model).description() if is_tag(model) else {}  # --model TAG: its classes, settings
+    arguments = dict(released["model"]) if released else _model_arguments(model)
     arguments["num_classes"] = num_classes or graph_classes or arguments.get("num_classes")
     if not arguments["num_classes"]:
         raise ConfigError(f"{path} does not say how many classes it predicts: give --num-classes N")
@@ -347,8 +350,9 @@ def _fallback_description(
         "default class names and test settings", path, arguments.get("name") or "an unnamed model",
         arguments["num_classes"],
     )  # fmt: skip
+    same = released and arguments["num_classes"] == released["model"].get("num_classes")
     return {
-        "model": arguments, "classes": None, "palette": None, "test": None,
+        "model": arguments, **{k: released[k] if same else None for k in ("classes", "palette", "test")},
         "export": {**export_entry(runtime, size, MIN_INPUT_SIZE, inputs[0] or 1, "unknown"), "batch": inputs[0]},
     }  # fmt: skip
 

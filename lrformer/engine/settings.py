@@ -19,15 +19,38 @@ from typing import Any, Callable
 
 from ..data.augment import RESIZE_KEYS, build_resize
 from ..devices import DEVICE
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownNameError
 from ..image.pipeline import InferenceConfig
+from ..models.zoo import is_tag, released_model
 from .paramwise import check_custom_keys
 from .schema import ANY, FLAG, STRING, Rule, Section, UnknownKeyError, keys_of, leaves, section, setting, valid_keys
 from .sync_bn import SYNC_BN_SCOPES
 
 POSITIVE = Rule("a number > 0", lambda v: v > 0)
 NON_NEGATIVE = Rule("a number >= 0", lambda v: v >= 0)
-WEIGHTS = Rule("a checkpoint path, URL, hf-hub: name or released tag")
+
+
+def _weights(key: str) -> Rule:
+    """Weights a config names: a released model's tag must be a known one ("did you mean" otherwise)."""
+
+    def check(value: str | None) -> None:
+        if value and is_tag(value):
+            try:
+                released_model(value)
+            except UnknownNameError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+
+    return Rule("a checkpoint path, URL, hf-hub: name or released tag", check=check)
+
+
+def _check_name(name: str) -> None:
+    if is_tag(name):
+        variant = name.split(".", 1)[0]
+        raise ConfigError(f"model.name {name} is a released model's tag: set model.name {variant} and "
+                          f"model.pretrained {name} to start from its weights")  # fmt: skip
+
+
+MODEL_NAME = Rule("a non-empty string", bool, check=_check_name)
 
 
 def _at_least(low: int, what: str) -> Rule:
@@ -76,14 +99,14 @@ TEST_KEYS = tuple(f.name for f in fields(InferenceConfig))
 class ModelSettings(Section, path="model"):
     """The network, its initial weights and how strictly they must match."""
 
-    name: str = setting("lrformer_t", STRING, "variant (lrformer_t, ..., lrformer_xl_plus) or a model YAML/JSON")
+    name: str = setting("lrformer_t", MODEL_NAME, "variant (lrformer_t, ..., lrformer_xl_plus) or a model YAML/JSON")
     num_classes: int | None = setting(None, _at_least(1, "a number of classes >= 1"), "null: the dataset's count")
     drop_path_rate: float = setting(0.1, Rule("a rate in [0, 1)", lambda v: 0 <= v < 1), "stochastic depth rate")
     pretrained: str | None = setting(
-        None, WEIGHTS, "a full checkpoint to start from (fine-tuning), e.g. lrformer_t.ade20k"
+        None, _weights("model.pretrained"), "a full checkpoint to start from (fine-tuning), e.g. lrformer_t.ade20k"
     )
     backbone_checkpoint: str | None = setting(
-        None, WEIGHTS, "backbone weights: ImageNet (the recipe, e.g. lrformer_t.in1k), or a segmentation checkpoint's"
+        None, _weights("model.backbone_checkpoint"), "backbone weights: ImageNet (the recipe, e.g. lrformer_t.in1k), or a segmentation checkpoint's"
     )
     strict: bool = setting(
         True, FLAG, "false: load only the keys that match (a classifier of another class count is always reset)"

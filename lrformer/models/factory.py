@@ -3,6 +3,7 @@ segmentor, or with ``features_only=True`` the backbone alone as a feature extrac
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +26,8 @@ from .weight_loading import checkpoint_classes, load_checkpoint
 from .weights import Checkpoint, is_remote, looks_like_checkpoint, read_checkpoint
 from .zoo import ReleasedModel, check_classes, is_tag, released_model
 
+logger = logging.getLogger(__name__)
+
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
     """Arguments of ``create_model`` stored in a YAML or JSON file (``name`` defaults to ``lrformer_t``)."""
@@ -38,7 +41,12 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     data = dict(data)
     data.setdefault("name", "lrformer_t")
     pretrained = data.get("pretrained")
-    if pretrained and not is_remote(pretrained) and not Path(pretrained).is_absolute():
+    if isinstance(pretrained, bool) or (pretrained is not None and not isinstance(pretrained, str)):
+        if not isinstance(pretrained, bool):
+            raise ConfigError(
+                f"pretrained in {path} must be a file, URL, hf-hub: name, tag or true, got {pretrained!r}"
+            )
+    elif pretrained and not is_remote(pretrained) and not Path(pretrained).is_absolute():
         data["pretrained"] = str(path.parent / pretrained)
     return data
 
@@ -144,15 +152,18 @@ def create_model(
             f"out_indices={out_indices!r} selects the stages of a feature backbone: add features_only=True, "
             f"e.g. create_model({str(name)!r}, features_only=True, out_indices={out_indices!r})"
         )
-    released, name, pretrained = _released(name, pretrained)
     name, pretrained, overrides = _read_name(name, pretrained, overrides)
+    released, name, pretrained = _released(name, pretrained)
     checkpoint = read_checkpoint(pretrained) if pretrained else None
     description = (checkpoint.description if checkpoint else None) or (released.description() if released else None)
     if released and checkpoint and not checkpoint.description:
         check_classes(released, checkpoint_classes(checkpoint.state_dict), str(pretrained))
     name, overrides = _described_variant(name, pretrained, description, overrides)
     if features_only:  # the described head (class count, head sizes) is not built
-        return _create_features(variant_config(name, **overrides), out_indices, checkpoint, pretrained, strict)
+        model = _create_features(variant_config(name, **overrides), out_indices, checkpoint, pretrained, strict)
+        if released:
+            model.config["tag"] = released.tag
+        return model
     if reset_classifier is None:
         reset_classifier = num_classes is not None
     if num_classes is not None:
@@ -167,30 +178,42 @@ def create_model(
 
 
 def _released(
-    name: str | Path, pretrained: str | Path | bool | None
-) -> tuple[ReleasedModel | None, str | Path, str | Path | None]:
+    name: str | Path | None, pretrained: str | Path | bool | None
+) -> tuple[ReleasedModel | None, str | Path | None, str | Path | None]:
     """The released model that ``name`` (a tag) or ``pretrained`` (``True``, or a tag) names, with
-    ``name`` as its variant and ``pretrained`` as the tag to download (``None``: no weights)."""
+    ``name`` as its variant and ``pretrained`` as the tag to download (``None``: no weights). Two tags
+    (``create_model(TAG, pretrained=TAG2)``) must agree before anything is downloaded."""
     if pretrained is False:
         pretrained = None
     if pretrained is True:
         if not (is_tag(name) or str(name) in VARIANTS):
             raise ConfigError(
-                f"pretrained=True loads a released model, named by its tag or variant (see lrformer.list_models("
-                f"pretrained=True)), not {str(name)!r}: give pretrained=PATH instead"
+                f"pretrained=True loads a released model, named by its tag or variant (see `lrformer models`), not "
+                f"{str(name)!r}: give the weights' file instead (pretrained=PATH, --weights PATH)"
             )
         released = released_model(str(name))
         return released, released.variant, released.tag
-    if is_tag(name) and not Path(name).exists():
-        released = released_model(str(name))
-        return released, released.variant, pretrained
-    if pretrained is not None and is_tag(str(pretrained)) and not Path(pretrained).exists():
-        released = released_model(str(pretrained))
-        if str(name) in VARIANTS and name != released.variant:
-            raise ConfigError(f"{pretrained} holds {released.variant} weights, not {name}'s: create_model("
-                              f"'{released.variant}', pretrained='{pretrained}') or create_model('{pretrained}', pretrained=True)")  # fmt: skip
-        return released, name, pretrained
-    return None, name, pretrained
+    named = released_model(str(name)) if is_tag(name) else None
+    weights = released_model(str(pretrained)) if is_tag(pretrained) else None
+    if named and weights:
+        _check_same_release(named, weights)
+    released = named or weights
+    if released is None:
+        return None, name, pretrained
+    if str(name) in VARIANTS and name != released.variant:
+        raise ConfigError(f"{pretrained} holds {released.variant} weights, not {name}'s: name the model "
+                          f"{released.variant} (or {pretrained}), or give {name}'s own weights")  # fmt: skip
+    return released, released.variant if named else name, pretrained
+
+
+def _check_same_release(model: ReleasedModel, weights: ReleasedModel) -> None:
+    """Refuse weights of another variant or dataset than the model's tag; an ImageNet backbone is
+    allowed (its decode head stays random, said in a warning)."""
+    if weights.variant != model.variant or weights.dataset not in (model.dataset, None):
+        raise ConfigError(f"{weights.tag} does not fit {model.tag} (another variant or dataset): give the weights of "
+                          f"{model.tag} (leave them out: its own file is loaded) or name the model {weights.tag}")  # fmt: skip
+    if weights.dataset is None and model.dataset is not None:
+        logger.warning("%s is an ImageNet backbone: the decode head of %s stays random", weights.tag, model.tag)
 
 
 def _read_name(
@@ -199,7 +222,7 @@ def _read_name(
     """``create_model``'s ``name`` as ``(variant, pretrained, overrides)``: a model file's arguments
     go under ``overrides``; a checkpoint given as ``name`` becomes ``pretrained``, its variant
     (``None``) to be read from its description."""
-    if str(name) in VARIANTS:
+    if str(name) in VARIANTS or is_tag(name):
         return name, pretrained, overrides
     if Path(name).suffix.lower() in (".yaml", ".yml", ".json"):
         overrides = {**read_model_file(name), **overrides}
@@ -207,6 +230,9 @@ def _read_name(
         pretrained = pretrained or overrides.pop("pretrained", None)
         overrides.pop("pretrained", None)
     elif looks_like_checkpoint(name):
+        if pretrained is True:
+            raise ConfigError(f"pretrained=True loads a released model, named by its tag or variant (see `lrformer "
+                              f"models`); {name} is weights already: create_model({str(name)!r}) loads them")  # fmt: skip
         if pretrained:
             raise ConfigError(f"create_model got two checkpoints, {name} and pretrained={pretrained}: give one")
         name, pretrained = None, name
@@ -214,7 +240,10 @@ def _read_name(
 
 
 def _described_variant(
-    name: str | Path | None, pretrained: str | Path | None, description: dict[str, Any] | None, overrides: dict[str, Any]
+    name: str | Path | None,
+    pretrained: str | Path | None,
+    description: dict[str, Any] | None,
+    overrides: dict[str, Any],
 ) -> tuple[str, dict[str, Any]]:
     """The variant and overrides with a model ``description``'s arguments (variant, class count,
     hyper-parameters; from a self-describing checkpoint or a released model's tag) under

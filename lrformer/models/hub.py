@@ -1,13 +1,14 @@
 """The Hugging Face Hub: ``hf-hub:`` names, the listing of a repository (cached), and downloads into
-the Hub's shared cache, checked against the sha256 the Hub lists for each file.
+the Hub's shared cache, checked against the sha256 the Hub announced for each file.
 
 The environment is read at each call, so ``HF_ENDPOINT``, ``HF_HUB_CACHE`` / ``HF_HOME`` and
 ``HF_HUB_OFFLINE`` set after ``huggingface_hub`` was imported still apply. Downloads are
-``huggingface_hub``'s: written to a temporary file and moved into place when complete, so an
-interrupted download leaves nothing in the cache and the next call starts it again (the client
-itself retries a broken connection a few times, resuming once whole chunks have arrived). A file whose sha256 is known (the repository listing gives it for every LFS
-file, a released-model entry may pin it) is verified every time it is used, so a damaged cached
-copy is named with the fix and never loaded.
+``huggingface_hub``'s: written to a temporary file (``blobs/*.incomplete``) and moved into place
+when complete, so an interrupted download leaves nothing under the file's name and the next call
+downloads it again (the client retries a broken connection itself a few times). The client checks
+only the size; the content of a file stored with Git LFS (every checkpoint) is checked here against
+the sha256 the Hub announced for it (by which the cache names the file's blob) or a released-model
+entry pins, every time it is used, so a damaged cached copy is named with the fix and never loaded.
 
 Design notes: ``docs/design.md``, section 5 (released checkpoints and where they come from).
 """
@@ -17,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +29,12 @@ from typing import Any
 from ..errors import CheckpointError
 from ..utils import cache_dir, require_extra, write_bytes_atomic
 
+logger = logging.getLogger(__name__)
+
 HUB_PREFIX = "hf-hub:"
 DEFAULT_REVISION = "main"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+"""File suffixes of weights (a Hub file or a local one)."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +119,12 @@ def list_files(repo_id: str, revision: str | None = None, refresh: bool = False)
     :class:`CheckpointError` says how to get them.
     """
     revision = revision or DEFAULT_REVISION
-    listing = None if refresh else cached_listing(repo_id, revision)
-    if listing is not None:
-        return listing
+    cached = cached_listing(repo_id, revision)
+    if cached is not None and not refresh:
+        return cached
     hub = require_extra("huggingface_hub", "hub", f"listing the Hub repository {repo_id}")
     failure: BaseException | None = None
+    listing = None
     if not offline():
         try:
             api = hub.HfApi(endpoint=_client_options()["endpoint"])
@@ -127,9 +135,12 @@ def list_files(repo_id: str, revision: str | None = None, refresh: bool = False)
     if listing is not None:
         payload = {"repo_id": repo_id, "revision": revision, "listed_at": time.time(),
                    "files": [asdict(f) for f in listing]}  # fmt: skip
-        write_bytes_atomic(_listing_path(repo_id, revision), json.dumps(payload, indent=1).encode())
+        try:
+            write_bytes_atomic(_listing_path(repo_id, revision), json.dumps(payload, indent=1).encode())
+        except OSError as exc:  # the listing is used all the same; it is asked for again next time
+            logger.warning("cannot cache the listing of %s in %s (%s)", repo_id, cache_dir(), exc.strerror or exc)
         return listing
-    return _listing_from_cache(repo_id, revision, failure)
+    return cached if cached is not None else _listing_from_cache(repo_id, revision, failure)
 
 
 def _is_folder(entry: Any) -> bool:
@@ -169,11 +180,9 @@ def _listing_from_cache(repo_id: str, revision: str, failure: BaseException | No
 
 def download(repo_id: str, filename: str, revision: str | None = None, sha256: str | None = None) -> Path:
     """The local path of a Hub file: from the Hub cache, downloaded into it when missing (``HF_HUB_OFFLINE``:
-    the cache only). ``sha256`` (default: the cached listing's, when it has one) is checked."""
+    the cache only). Its content is checked against ``sha256`` (a pinned hash), else against the
+    sha256 the Hub announced for it (the cache names an LFS file's blob by it)."""
     hub = require_extra("huggingface_hub", "hub", f"loading {hub_name(repo_id, filename, revision)}")
-    if sha256 is None:
-        listed = {f.path: f for f in cached_listing(repo_id, revision) or []}.get(filename)
-        sha256 = listed.sha256 if listed else None
     options = {k: v for k, v in _client_options().items() if v is not None}
     if offline():
         options["local_files_only"] = True
@@ -182,8 +191,10 @@ def download(repo_id: str, filename: str, revision: str | None = None, sha256: s
     except Exception as exc:  # offline cache miss, unknown repo / file / revision, network errors
         reason, fix = hub_failure(exc, repo_id, filename, revision)
         raise CheckpointError(f"cannot get {hub_name(repo_id, filename, revision)}: {reason}; {fix}") from exc
-    if sha256:
-        verify_sha256(path, sha256, hub_name(repo_id, filename, revision))
+    blob = os.path.basename(os.path.realpath(path))
+    expected = sha256 or (blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None)  # an LFS blob is named by its sha256
+    if expected:
+        verify_sha256(path, expected, hub_name(repo_id, filename, revision))
     return path
 
 

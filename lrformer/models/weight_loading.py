@@ -179,8 +179,8 @@ def load_checkpoint(
         model: an LRFormer segmentor or a bare backbone (a feature backbone ignores the keys of the
             stages it does not build; they are listed in ``LoadReport.ignored``).
         path_or_url: local path (PyTorch or ``.safetensors``), http(s) URL (downloaded once to
-            ``~/.cache/lrformer``), ``hf-hub:OWNER/REPO/PATH[@REVISION]``, or an already loaded
-            checkpoint object.
+            ``~/.cache/lrformer``; ``URL#sha256=HEX`` checks it), ``hf-hub:OWNER/REPO/PATH[@REVISION]``,
+            a released model's tag (``lrformer_t.ade20k``), or an already loaded checkpoint object.
         strict: raise :class:`CheckpointMismatchError` listing every missing, unexpected and
             mis-shaped key (and the variant the file looks like) instead of loading a partial match.
         reset_classifier: fine-tuning to another class count: when the class-dependent layers

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,10 +24,9 @@ import torch
 
 from ..errors import CheckpointError, MissingFileError
 from ..utils import atomic_path, cache_dir, require_extra
-from .hub import HUB_PREFIX, download, hub_download, parse_hub_name, verify_sha256  # noqa: F401 (parse_hub_name: API)
+from .hub import CHECKPOINT_SUFFIXES, HUB_PREFIX, download, hub_download, parse_hub_name, verify_sha256  # noqa: F401 (parse_hub_name: API)
 from .zoo import is_tag, released_model, released_source
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 DESCRIPTION_KEY = "lrformer"
 
 
@@ -45,7 +45,7 @@ class Checkpoint:
 def is_remote(source: str | Path) -> bool:
     """Whether ``source`` is downloaded: a Hub name, a URL or a released model's tag (not a local file)."""
     text = str(source)
-    return text.startswith(HUB_PREFIX) or "://" in text or (is_tag(text) and not Path(text).exists())
+    return text.startswith(HUB_PREFIX) or "://" in text or is_tag(text)
 
 
 def looks_like_checkpoint(source: str | Path) -> bool:
@@ -68,6 +68,7 @@ def url_download(url: str) -> Path:
     digest = hashlib.sha256(address.encode()).hexdigest()[:12]
     target = cache_dir() / f"{digest}_{Path(address.split('?')[0]).name}"
     if not target.exists():
+        _remove_abandoned(target)
         try:
             with atomic_path(target) as tmp:
                 torch.hub.download_url_to_file(address, str(tmp), progress=True)
@@ -87,13 +88,40 @@ def url_download(url: str) -> Path:
     return target
 
 
+def _remove_abandoned(target: Path, age: float = 86400.0) -> None:
+    """Delete what downloads of ``target`` killed more than ``age`` seconds ago left behind (their
+    temporary files, hidden, named after it); younger ones may belong to a download still running."""
+    stem = target.name.split("_", 1)[0]
+    for path in target.parent.glob(f".{stem}_*"):
+        try:
+            if time.time() - path.stat().st_mtime > age:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _released_download(tag: str) -> Path:
+    """The cached download of a released model's file; when it fails (the file renamed, replaced or
+    removed since the repository was listed), the repository is listed again and the file chosen anew."""
+    released = released_model(tag)
+    name, sha256 = released_source(released)
+    try:
+        return download(*parse_hub_name(name), sha256=sha256)
+    except CheckpointError:
+        if released.path:
+            raise
+        fresh, _ = released_source(released, refresh=True)
+        if fresh == name:
+            raise
+        return download(*parse_hub_name(fresh), sha256=sha256)
+
+
 def local_path(source: str | Path) -> Path:
     """``source`` as a local file: a released-model tag, Hub name or URL is downloaded (cached), a path is checked."""
     text = str(source)
     path = Path(source)
-    if is_tag(text) and not path.exists():
-        name, sha256 = released_source(released_model(text))
-        return download(*parse_hub_name(name), sha256=sha256)
+    if is_tag(text):
+        return _released_download(text)
     if text.startswith(HUB_PREFIX):
         return hub_download(text)
     if "://" in text:

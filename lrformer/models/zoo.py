@@ -19,8 +19,8 @@ counting as the word ``plus``. A checkpoint file (``.pth``, ``.pt``, ``.bin``, `
    an ImageNet-22K one, unless it names the tag's paper mIoU;
 4. any mIoU it names (a number like ``52.6``) is the tag's paper mIoU.
 
-One file must match. None or several: a one-line error lists the candidates and how to name one
-file with ``hf-hub:`` instead. A tag may also pin an exact ``path`` (and ``sha256``), which then wins.
+One file must match (the same file in two formats counts once: ``.safetensors`` is taken). None or
+several: a one-line error lists the candidates and how to name one file with ``hf-hub:`` instead. A tag may also pin an exact ``path`` (and ``sha256``), which then wins.
 After the download the file is checked like any checkpoint: its key layout must be the tag's variant
 and its classifier the tag's class count.
 """
@@ -35,13 +35,12 @@ from typing import Any
 from ..errors import CheckpointError, ConfigError
 from ..palettes import DATASETS
 from ..utils import unknown_key_error
-from .hub import HubFile, hub_name, list_files
+from .hub import CHECKPOINT_SUFFIXES, HubFile, hub_name, list_files
 from .registry import VARIANTS, variant_names
 
 HUB_REPOSITORY = "yuhuan-wu/LRFormer-Models"
 """The authors' Hugging Face repository of released checkpoints."""
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 
 DATASET_CLASSES = {name: len(classes) for name, (classes, _) in DATASETS.items()}
 
@@ -146,7 +145,8 @@ FILE_SUFFIXES = {s.lstrip(".") for s in CHECKPOINT_SUFFIXES} | {"yaml", "yml", "
 
 def is_tag(name: object) -> bool:
     """Whether ``name`` has the ``VARIANT.TAG`` form of a released model (known or not), rather than
-    being a file name such as ``lrformer_t.pth``."""
+    being a file name such as ``lrformer_t.pth``. A tag is always a tag (as in timm): a local file
+    named like one is given as ``./lrformer_t.ade20k``."""
     if not isinstance(name, str) or "." not in name:
         return False
     variant, tag = name.split(".", 1)
@@ -227,8 +227,8 @@ def choose_file(model: ReleasedModel, files: list[HubFile]) -> HubFile:
         pinned = next((f for f in files if f.path == model.path), None)
         return pinned or HubFile(model.path, None, model.sha256)
     found = [f for f in files if matches(model, f.path)]
-    if len(found) == 1:
-        return found[0]
+    if len({f.path.rsplit(".", 1)[0] for f in found}) == 1:  # one file, perhaps in two formats: safetensors wins
+        return max(found, key=lambda f: f.path.endswith(".safetensors"))
     same_variant = [f.path for f in files if _variant_of(name_words(f.path)) == model.variant
                     and f.path.lower().endswith(CHECKPOINT_SUFFIXES)]  # fmt: skip
     if found:
@@ -254,13 +254,13 @@ def released_file(model: ReleasedModel, refresh: bool = False) -> HubFile:
 def released_source(model: ReleasedModel, refresh: bool = False) -> tuple[str, str | None]:
     """``(hf-hub name, sha256)`` of ``model``'s file (a pinned path needs no listing)."""
     chosen = HubFile(model.path, None, model.sha256) if model.path else released_file(model, refresh)
-    return hub_name(model.repository, chosen.path), model.sha256 or chosen.sha256
+    return hub_name(model.repository, chosen.path), model.sha256
 
 
 def check_classes(model: ReleasedModel, classes: int | None, source: str) -> None:
     """Refuse a downloaded file whose classifier is not the tag's class count (another dataset's model)."""
     if model.num_classes is not None and classes is not None and classes != model.num_classes:
         raise CheckpointError(
-            f"{source}, chosen for {model.tag}, holds a {classes}-class model, not {model.dataset}'s "
-            f"{model.num_classes} classes; name the right file with --weights hf-hub:{model.repository}/FILE"
+            f"{source} holds a {classes}-class model, not the {model.num_classes} classes of {model.tag} "
+            f"({model.dataset}); name the right file with --weights hf-hub:{model.repository}/FILE"
         )
