@@ -128,3 +128,13 @@ def test_pretrained_true_needs_a_name_with_released_weights(tmp_path):
             lrformer.create_model("lrformer_t.ade20k", pretrained=weights)
     (tmp_path / "model.yaml").write_text("name: lrformer_t.cityscapes\n")  # a tag in a model file
     assert lrformer.create_model(tmp_path / "model.yaml").config["classes"][0] == "road"
+
+
+def test_every_recipe_a_tag_names_trains_that_variant_on_that_dataset():
+    from lrformer.engine.recipes import list_recipes
+
+    recipes = {recipe.name: recipe for recipe in list_recipes()}
+    named = [m for m in RELEASED.values() if m.recipe]
+    assert len(named) == 10
+    for model in named:
+        assert (recipes[model.recipe].variant, recipes[model.recipe].dataset) == (model.variant, model.dataset)
