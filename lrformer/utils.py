@@ -136,10 +136,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
-def remove_stale_temporaries(folder: str | Path, suffix: str) -> list[Path]:
-    """Delete the temporary files killed :func:`atomic_path` writers left in ``folder`` (those ending
-    in ``.tmp<suffix>``, e.g. ``.iter_8.k3j2.tmp.pth``); returns them."""
-    stale = sorted(Path(folder).glob(f".*{TEMP_MARK}{suffix}"))
+def remove_stale_temporaries(folder: str | Path, suffix: str, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files killed :func:`atomic_path` writers left in ``folder`` (and, with
+    ``recursive``, its sub-folders): those ending in ``.tmp<suffix>`` (``suffix`` ``"*"``: any), e.g.
+    ``.iter_8.k3j2.tmp.pth``; returns them. Only the holder of the folder may call it."""
+    pattern = f".*{TEMP_MARK}{suffix}"
+    stale = sorted(p for p in (Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)) if p.is_file())
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

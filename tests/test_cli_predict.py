@@ -28,6 +28,7 @@ def test_predict_folder_with_a_corrupt_file(tmp_path, tiny_model_file, capsys):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "a.png",
         "a_overlay.jpg",
+        "manifest.jsonl",
         "sub",
         "sub/b.png",
         "sub/b_overlay.jpg",
@@ -50,4 +51,4 @@ def test_predict_glob_and_missing_input(tmp_path, tiny_model_file, capsys):
                "--workers", "0", "--no-overlay", "--tta", "--tta-ratios", "0.5", "1.0"])  # fmt: skip
     assert rc == 1
     assert "nothing_here: no such file or folder" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x1.png", "x2.png"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["manifest.jsonl", "x1.png", "x2.png"]

@@ -61,7 +61,7 @@ def test_predict_refuses_the_bomb_and_segments_the_rest(bomb, tmp_path, tiny_mod
                str(out), "--workers", "1"])  # fmt: skip
     printed = capsys.readouterr().out
     assert rc == 1 and "segmented 1 image(s)" in printed and "(a decompression bomb?)" in printed
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["photo.png", "photo_overlay.jpg"]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["manifest.jsonl", "photo.png", "photo_overlay.jpg"]
 
 
 def test_the_limit_can_be_set(tmp_path, tiny_model_file, capsys, monkeypatch):

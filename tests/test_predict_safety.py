@@ -57,7 +57,7 @@ def test_output_names_never_collide(tmp_path, tiny_model_file):
     assert _predict(tiny_model_file, *inputs, "--out", tmp_path / "out") == 0
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*"))
     assert written == ["d1/a.png", "d1/a_overlay.jpg", "d2/a.png", "d2/a_overlay.jpg", "d3/a_1.png",
-                       "d3/a_1_overlay.jpg"]  # fmt: skip
+                       "d3/a_1_overlay.jpg", "manifest.jsonl"]  # fmt: skip
     # the same stem with two suffixes in one folder: every name keeps its suffix
     assert output_names([tmp_path / "x" / "a.jpg", tmp_path / "x" / "a.png", tmp_path / "x" / "a.png.jpg"]) == [
         "a.jpg", "a.png", "a.png.jpg"

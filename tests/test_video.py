@@ -211,4 +211,4 @@ def test_not_a_video(tmp_path, tiny_model_file, capsys):
                str(tmp_path / "o"), "--workers", "0"])  # fmt: skip
     assert rc == 1
     assert "fake.mp4: not a video OpenCV can decode" in capsys.readouterr().out
-    assert not list((tmp_path / "o").iterdir())  # no empty video left behind
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["manifest.jsonl"]  # no empty video left behind

@@ -162,7 +162,7 @@ def test_a_picture_too_large_for_a_jpeg_is_skipped_and_reported(tmp_path, tiny_m
     printed = capsys.readouterr().out
     assert rc == 1 and "segmented 2 image(s)" in printed and "2 failed" in printed
     assert f"{out / 'a_panel.jpg'}: a " in printed and "does not fit in a JPEG (at most 150 pixels a side)" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg", "manifest.jsonl"]
 
 
 def test_panel_blacks_out_any_ignore_index():

@@ -53,46 +53,174 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="also write NAME.json: the fraction of pixels per class (videos: overall and per frame)")  # fmt: skip
     parser.add_argument("--frames", action="store_true", help="videos: also write a label PNG per frame (NAME_frames/)")
+    parser.add_argument("--shard", type=shard, default=None, metavar="K/N",
+                        help="segment only share K of N (K = 0..N-1, inputs dealt by sorted path), for N independent "
+                        "jobs such as a SLURM array: --shard $SLURM_ARRAY_TASK_ID/N (under torchrun the processes "
+                        "share the job themselves)")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="segment every input again, also those an earlier run in --out finished (default: a "
+                        "re-run does only what is missing: see OUT/manifest.jsonl)")  # fmt: skip
     add_max_pixels_argument(parser)
     parser.epilog = EXAMPLE
 
 
+def shard(text: str) -> tuple[int, int]:
+    """argparse type: ``K/N`` with ``0 <= K < N``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return index, count
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..inference import Predictor
-    from ..inference.predictor import model_defaults
-    from .common import check_run_options, inference_config, load_model, predictor_options
-    from .outputs import ImageOutputs, Legend
+    from ..deploy.runtimes import is_exported
+    from ..engine.distributed import init_distributed, shutdown
+    from ..errors import ConfigError
+    from .common import check_run_options
 
     check_run_options(args)
-    images, videos, errors = _collect(args)
-    model = load_model(args, exported=True)
-    predictor = Predictor(model, inference_config(args, model_defaults(model)), **predictor_options(model, args))
+    if args.shard and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--shard splits a job among independent runs; under torchrun its processes share the job "
+                          "already: drop --shard")  # fmt: skip
+    info = init_distributed("cpu" if is_exported(args.weights) else args.device)  # torchrun: one share per process
+    try:
+        return _run(args, info)
+    finally:
+        shutdown()
+
+
+def _run(args: argparse.Namespace, info) -> int:
+    """The inputs and the lock on ``--out``, then this process's share of the job (all of it without
+    torchrun) and the job's summary."""
+    from ..engine.distributed import barrier
+    from ..utils import remove_stale_temporaries
+
+    images, videos, errors = _collect(args, info.is_main)
     out = Path(args.out)
+    lock = _lock_output(out, info, args.shard)  # before anything is written
+    if info.is_main:
+        stale = remove_stale_temporaries(out, "*", recursive=True)
+        if stale:
+            print(f"note: removed {len(stale)} temporary file(s) an interrupted run left in {out}", file=sys.stderr)
+    barrier()
+    try:
+        return _share(args, info, images, videos, errors, out)
+    finally:
+        if lock is not None:  # the outputs folder keeps only outputs and the manifest
+            lock.path.unlink(missing_ok=True)
+            lock.release()
+
+
+def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors: list[str], out: Path) -> int:
+    """Plan the job, segment this process's share, gather the summary; returns the exit code."""
+    import time
+
+    from ..engine.distributed import all_gather_objects, broadcast_from_main, device_for
+    from ..inference import Predictor
+    from ..inference.network import Network
+    from ..inference.predictor import model_defaults
+    from .common import inference_config, load_model, predictor_options
+    from .manifest import Manifest, record
+    from .outputs import ImageOutputs, Legend
+    from .segmenting import Progress, segment_images, segment_videos
+    from .sharding import Job, plan, requested_outputs
+
+    manifest = Manifest(out)
+    earlier, note = manifest.read()
+    if note and info.is_main:
+        print(f"note: {note}", file=sys.stderr)
+    jobs = [Job(path, name, video, outputs=requested_outputs(name, video, args))
+            for video, named in ((False, images), (True, videos)) for path, name in named]  # fmt: skip
+    rank, world = args.shard or (info.rank, info.world_size)
+    plan(jobs, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
+    if info.is_main:  # outputs a killed run wrote before it could record them
+        manifest.append(record(job.path, job.name, [o for o in job.outputs if (out / o).exists()])
+                        for job in jobs if job.done and (earlier.get(str(job.path)) or {}).get("status") != "done")  # fmt: skip
+    model = load_model(args, exported=True)
+    if not isinstance(model, Network):
+        args.device = str(device_for(args.device, info, "--device", "--device cpu"))  # cuda: cuda:LOCAL_RANK
+    predictor = Predictor(model, inference_config(args, model_defaults(model)), **predictor_options(model, args))
     legend = Legend.for_model(predictor.network.description, predictor.num_classes, args.palette)
     outputs = ImageOutputs(out, legend, args)
-    _segment_images(images, predictor, outputs, args, errors)
-    frames = _segment_videos(videos, out, predictor, outputs.legend, args, errors)
-    summary = f"segmented {outputs.done} image(s)" + (
-        f" and {frames} frame(s) of {len(videos)} video(s)" if videos else ""
-    )
-    print(f"{summary} into {out}" + (f"; {len(errors)} failed:" if errors else ""))
-    for error in errors:
-        print(f"  {error}")
-    return 1 if errors else 0
+    mine = [job for job in jobs if not job.done and job.rank == rank]
+    todo = len(mine) if args.shard else sum(not job.done for job in jobs)
+    progress = Progress(todo, info.is_main)
+    began = time.perf_counter()
+    try:
+        problems = segment_images([j for j in mine if not j.video], predictor, outputs, args, info.rank, manifest,
+                                  progress)  # fmt: skip
+        frames, video_problems = segment_videos([j for j in mine if j.video], out, predictor, outputs.legend, args,
+                                                info.rank, manifest, progress)  # fmt: skip
+    finally:
+        progress.close()
+    stats = {"rank": info.rank, "images": outputs.done, "frames": frames, "videos": sum(j.video for j in mine),
+             "seconds": time.perf_counter() - began, "problems": problems + video_problems}  # fmt: skip
+    every = all_gather_objects(stats)
+    if args.shard:  # the other shards' jobs are not this run's to report (nor to compact: they may be running)
+        jobs = [job for job in jobs if job.rank == rank]
+    failed = broadcast_from_main(_summarise(every, jobs, errors, out, manifest, args.shard) if info.is_main else None)
+    return 1 if failed else 0
+
+
+def _lock_output(out: Path, info, part: tuple[int, int] | None = None):
+    """The main process locks ``--out`` (a second job there is refused, naming the holder; with
+    ``--shard K/N`` a second job on the same share); every process learns whether it got it."""
+    from ..engine.distributed import broadcast_from_main
+    from ..engine.workdir import WorkDirLock
+    from ..errors import LRFormerError, WorkDirError
+
+    lock, problem = None, None
+    if info.is_main:
+        try:
+            name = f".lock-shard-{part[0]}-of-{part[1]}" if part else ".lock"
+            lock = WorkDirLock(out, "lrformer predict job" + (f" on shard {part[0]}/{part[1]}" if part else ""),
+                               "--out", name)  # fmt: skip
+        except LRFormerError as exc:
+            problem = str(exc)
+    problem = broadcast_from_main(problem)
+    if problem:
+        raise WorkDirError(problem)
+    return lock
+
+
+def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, manifest, part=None) -> int:
+    """Print the job's summary (one line, then the rate and the failures) and compact the manifest
+    (not for one shard of several); returns the number of problems."""
+    images, frames = sum(s["images"] for s in every), sum(s["frames"] for s in every)
+    videos = sum(s["videos"] for s in every)
+    problems = errors + [p for s in every for p in s["problems"]]
+    skipped = sum(job.done for job in jobs)
+    summary = f"segmented {images} image(s)" + (f" and {frames} frame(s) of {videos} video(s)" if videos else "")
+    summary += f" into {out}" + (f" (shard {part[0]}/{part[1]})" if part else "")
+    summary += f"; {skipped} input(s) already done, skipped" if skipped else ""
+    print(summary + (f"; {len(problems)} failed:" if problems else ""))
+    for problem in problems:
+        print(f"  {problem}")
+    seconds = max(s["seconds"] for s in every)
+    if images:
+        rates = ", ".join(f"{s['rank']}: {s['images'] / max(s['seconds'], 1e-9):.2f}" for s in every)
+        print(f"{images / max(seconds, 1e-9):.2f} images/s overall" + (f"; per process {rates}" if len(every) > 1 else ""))
+    if not part or part[1] == 1:
+        manifest.compact([str(job.path) for job in jobs])
+    return len(problems)
 
 
 Named = list[tuple[Path, str]]
 """Input files with the names of their outputs."""
 
 
-def _collect(args: argparse.Namespace) -> tuple[Named, Named, list[str]]:
+def _collect(args: argparse.Namespace, is_main: bool = True) -> tuple[Named, Named, list[str]]:
     """The images and videos to segment, each with its output name, and the inputs that could not
-    be used; refuses an unusable ``--out`` or set of options before the model is loaded."""
+    be used (the same in every process; the main one prints the notes); refuses an unusable
+    ``--out`` or set of options before the model is loaded."""
     from ..errors import InputError
     from .inputs import check_output_folder, collect_inputs, is_video_file, output_names
 
     files, errors, notes = collect_inputs(args.inputs)
-    for note in notes:
+    for note in notes if is_main else ():
         print(f"note: {note}", file=sys.stderr)
     if not files:
         raise InputError(f"no input images or videos: {'; '.join(errors)}; give files, folders or quoted globs")
@@ -110,54 +238,3 @@ def _collect(args: argparse.Namespace) -> tuple[Named, Named, list[str]]:
             "(a label map per frame), --json (class fractions) or --panel"
         )
     return images, videos, errors
-
-
-def _segment_images(images: Named, predictor, outputs, args: argparse.Namespace, errors: list[str]) -> None:
-    """Segment ``images`` into ``outputs``, decoded and prepared in ``args.workers`` loader processes
-    and run ``args.batch_size`` at a time; a file that fails is added to ``errors`` (shown in the
-    progress bar's count) and does not stop the run."""
-    import torch
-    from tqdm import tqdm
-
-    from ..inference import PreparedImages
-
-    dataset = PreparedImages(
-        [path for path, _ in images], predictor.config, outputs.keep_image, args.max_pixels, return_errors=True
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.workers if images else 0, collate_fn=list, shuffle=False
-    )
-    with tqdm(total=len(images), unit="img", disable=len(images) < 2, file=sys.stderr) as bar:
-        for batch in loader:
-            for item in batch:
-                if item.error:
-                    errors.append(item.error)
-                    tqdm.write(f"error: {item.error}", file=sys.stderr)
-            good = [item for item in batch if item.error is None]
-            labels = predictor.predict_prepared([item.prepared for item in good], args.batch_size) if good else []
-            for item, label in zip(good, labels):
-                path, name = images[item.index]
-                errors += outputs.write(name, path, item.prepared.bgr, label)
-                item.prepared.bgr = None  # drawn into; free it before the next image
-            bar.update(len(batch))
-            bar.set_postfix(failed=len(errors))
-
-
-def _segment_videos(videos: Named, out: Path, predictor, legend, args: argparse.Namespace, errors: list[str]) -> int:
-    """Segment ``videos`` one after the other (:func:`~.video.segment_video`) and return the frames
-    segmented; an unreadable or unwritable video or frame is added to ``errors`` and does not stop the run."""
-    from ..errors import ImageReadError, VideoWriteError
-    from .video import segment_video
-
-    frames = 0
-    for path, name in videos:
-        try:
-            done, problems, remarks = segment_video(path, name, out, predictor, legend, args)
-        except (ImageReadError, VideoWriteError) as exc:
-            errors.append(str(exc))
-            continue
-        frames += done
-        errors += problems
-        for remark in remarks:
-            print(f"note: {remark}", file=sys.stderr)
-    return frames

@@ -68,10 +68,11 @@ class VideoOutputs:
 
 
 def segment_video(
-    path: Path, name: str, out: Path, predictor: Predictor, legend: Legend, args: argparse.Namespace
-) -> tuple[int, list[str], list[str]]:
+    path: Path, name: str, out: Path, predictor: Predictor, legend: Legend, args: argparse.Namespace,
+    show_progress: bool = True,
+) -> tuple[int, list[str], list[str]]:  # fmt: skip
     """Segment the video at ``path`` into the outputs named ``name``, ``args.batch_size`` frames
-    per forward pass, holding only that many frames in memory.
+    per forward pass, holding only that many frames in memory (``show_progress``: a frame bar).
 
     Returns:
         ``(frames segmented, errors, notes)``: undecodable frames are errors (each written black,
@@ -95,7 +96,8 @@ def segment_video(
             bar.update(len(batch))
             batch.clear()
 
-        with tqdm(total=video.info.frames or None, unit="frame", desc=name, file=sys.stderr, leave=False) as bar:
+        with tqdm(total=video.info.frames or None, unit="frame", desc=name, file=sys.stderr, leave=False,
+                  disable=not show_progress) as bar:  # fmt: skip
             for index, frame in video:
                 batch.append((index, frame))
                 if sum(f is not None for _, f in batch) == args.batch_size:

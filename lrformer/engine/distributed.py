@@ -60,6 +60,10 @@ def attempt_store(rank: int, world_size: int) -> dist.Store:
     return dist.PrefixStore(f"lrformer/attempt_{restart_count()}", store)
 
 
+_STORE: dist.Store | None = None
+"""The store of the process group :func:`init_distributed` joined (for :class:`SharedCounter`)."""
+
+
 def init_distributed(device: str = "cpu") -> DistInfo:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL for CUDA, gloo for CPU.
 
@@ -73,10 +77,11 @@ def init_distributed(device: str = "cpu") -> DistInfo:
         cuda = resolve_device(device).startswith("cuda")
         if cuda:
             torch.cuda.set_device(info.local_rank)
+        global _STORE
+        _STORE = attempt_store(info.rank, world_size)
         dist.init_process_group(
-            backend="nccl" if cuda else "gloo", store=attempt_store(info.rank, world_size), rank=info.rank,
-            world_size=world_size,
-        )  # fmt: skip
+            backend="nccl" if cuda else "gloo", store=_STORE, rank=info.rank, world_size=world_size
+        )
     return info
 
 
@@ -92,6 +97,39 @@ def broadcast_from_main(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_objects(value) -> list:
+    """``value`` of every rank, in rank order (a picklable object; a collective when distributed)."""
+    if not process_group_exists():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    if process_group_exists():
+        dist.barrier()
+
+
+class SharedCounter:
+    """A count every rank adds to and any rank reads, kept in the job's rendezvous store (a plain
+    integer in a single process): e.g. images done, for the main process's progress bar."""
+
+    def __init__(self, key: str) -> None:
+        self.key, self.value = f"lrformer/counter/{key}", 0
+        self.store = _STORE if process_group_exists() else None
+
+    def add(self, amount: int) -> int:
+        if self.store is None:
+            self.value += amount
+            return self.value
+        return int(self.store.add(self.key, amount))
+
+    def read(self) -> int:
+        return self.add(0)
 
 
 def device_for(

@@ -33,10 +33,13 @@ RUN_FILES = ("scalars.jsonl", "config.yaml")
 
 class WorkDirLock:
     """The exclusive lock a run holds on its work dir (released by :meth:`release` or when the
-    object is collected or the process ends)."""
+    object is collected or the process ends). ``what`` and ``option`` name the job and the option
+    that chose the folder in the message to a second job (``lrformer predict`` locks its ``--out``)."""
 
-    def __init__(self, work_dir: Path) -> None:
-        self.path = work_dir / LOCK_NAME
+    def __init__(
+        self, work_dir: Path, what: str = "training run", option: str = "--work-dir", name: str = LOCK_NAME
+    ) -> None:
+        self.path = work_dir / name
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -44,8 +47,7 @@ class WorkDirLock:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "holder unknown"
             os.close(fd)
             raise WorkDirError(
-                f"{work_dir} is in use by another training run ({holder}); wait for it to end, or choose another "
-                "--work-dir"
+                f"{work_dir} is in use by another {what} ({holder}); wait for it to end, or choose another {option}"
             ) from None
         os.ftruncate(fd, 0)
         os.write(
