@@ -7,6 +7,7 @@ import difflib
 import importlib
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -141,7 +142,9 @@ def remove_stale_temporaries(folder: str | Path, suffix: str, recursive: bool = 
     ``recursive``, its sub-folders): those ending in ``.tmp<suffix>`` (``suffix`` ``"*"``: any), e.g.
     ``.iter_8.k3j2.tmp.pth``; returns them. Only the holder of the folder may call it."""
     pattern = f".*{TEMP_MARK}{suffix}"
-    stale = sorted(p for p in (Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)) if p.is_file())
+    form = re.compile(rf"^\..+\.[A-Za-z0-9_]+{re.escape(TEMP_MARK)}(\.[A-Za-z0-9]+)?$")  # .STEM.RANDOM.tmp.SUFFIX
+    found = Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)
+    stale = sorted(p for p in found if p.is_file() and form.match(p.name))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

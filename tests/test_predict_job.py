@@ -206,3 +206,12 @@ def test_shards_of_a_slurm_array_together_write_the_same_bytes(reference, inputs
     assert not list(out.glob(".lock*"))
     assert main([*predict_command(module_model_file, inputs, out), "--shard", "2/2"]) == 2
     assert "expected K/N with 0 <= K < N, got '2/2'" in capsys.readouterr().err
+
+
+def test_a_rerun_with_more_outputs_writes_them_and_cleanup_spares_other_files(module_model_file, inputs, tmp_path):
+    out, photo = tmp_path / "out", inputs / "street" / "img01.png"
+    base = ["predict", "--model", str(module_model_file), str(photo), "--out", str(out)]
+    assert main([*base, "--no-overlay"]) == 0
+    (out / ".notes.tmpl").write_text("mine")  # a user's hidden file that merely looks temporary
+    assert main(base) == 0  # the overlay asked for now is written, not skipped
+    assert (out / "img01_overlay.jpg").is_file() and (out / ".notes.tmpl").read_text() == "mine"

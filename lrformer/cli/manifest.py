@@ -32,9 +32,12 @@ COMMAND = "predict"
 DONE, FAILED = "done", "failed"
 
 
-def record(path: Path, name: str, outputs: list[str], error: str | None = None, rank: int = 0) -> dict:
-    """The manifest line of one input: ``done`` with its ``outputs``, or ``failed`` with ``error``."""
-    return {"command": COMMAND, "input": str(path), "name": name, "outputs": outputs,
+def record(
+    path: Path, name: str, outputs: list[str], error: str | None = None, rank: int = 0, unwritable: list[str] = ()
+) -> dict:
+    """The manifest line of one input: ``done`` with its ``outputs`` (and the pictures no format could
+    hold, ``unwritable``), or ``failed`` with ``error``."""
+    return {"command": COMMAND, "input": str(path), "name": name, "outputs": outputs, "unwritable": list(unwritable),
             "status": FAILED if error else DONE, "error": error, "rank": rank}  # fmt: skip
 
 

@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace, info) -> int:
     images, videos, errors = _collect(args, info.is_main)
     out = Path(args.out)
     lock = _lock_output(out, info, args.shard)  # before anything is written
-    if info.is_main:
+    if info.is_main and not args.shard:  # shards of an array may be writing beside this run
         stale = remove_stale_temporaries(out, "*", recursive=True)
         if stale:
             print(f"note: removed {len(stale)} temporary file(s) an interrupted run left in {out}", file=sys.stderr)
@@ -154,11 +154,11 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
                                   progress)  # fmt: skip
         frames, video_problems = segment_videos([j for j in mine if j.video], out, predictor, outputs.legend, args,
                                                 info.rank, manifest, progress)  # fmt: skip
+        stats = {"rank": info.rank, "images": outputs.done, "frames": frames, "videos": sum(j.video for j in mine),
+                 "seconds": time.perf_counter() - began, "problems": problems + video_problems}  # fmt: skip
+        every = all_gather_objects(stats)  # the main process's bar keeps counting while it waits here
     finally:
         progress.close()
-    stats = {"rank": info.rank, "images": outputs.done, "frames": frames, "videos": sum(j.video for j in mine),
-             "seconds": time.perf_counter() - began, "problems": problems + video_problems}  # fmt: skip
-    every = all_gather_objects(stats)
     if args.shard:  # the other shards' jobs are not this run's to report (nor to compact: they may be running)
         jobs = [job for job in jobs if job.rank == rank]
     failed = broadcast_from_main(_summarise(every, jobs, errors, out, manifest, args.shard) if info.is_main else None)

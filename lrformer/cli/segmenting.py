@@ -80,7 +80,8 @@ def segment_images(
         found = outputs.write(job.name, job.path, prepared.bgr, label)
         prepared.bgr = None  # drawn into; free it
         written = [o for o in job.outputs if (outputs.out / o).exists()]
-        return record(job.path, job.name, written, rank=rank), found
+        unwritable = [o for o in job.outputs if o not in written] if found else []  # too large for a JPEG
+        return record(job.path, job.name, written, rank=rank, unwritable=unwritable), found
 
     def finish(records: list[dict], keep: int) -> None:
         while len(pending) > keep:

@@ -50,12 +50,8 @@ def is_done(job: Job, out: Path, earlier: dict | None) -> bool:
     listing what was written."""
     recorded = earlier is not None and earlier.get("status") == "done" and earlier.get("name") == job.name
     if recorded and all((out / output).exists() for output in earlier["outputs"]):
-        return set(job.outputs) <= set(earlier["outputs"]) | _skippable(job)
+        return set(job.outputs) <= set(earlier["outputs"]) | set(earlier.get("unwritable") or [])
     return all((out / output).is_file() for output in job.outputs)
-
-
-def _skippable(job: Job) -> set[str]:
-    return {o for o in job.outputs if o.endswith(("_overlay.jpg", "_panel.jpg"))}
 
 
 def pixel_count(path: Path, video: bool) -> int:
