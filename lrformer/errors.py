@@ -42,11 +42,13 @@ class LRFormerError(Exception):
     """Base of the errors caused by what the user gave or the conditions they run in, not by a bug.
 
     ``summary``, when set, is the one-line form of a longer message (e.g. a key-by-key report).
-    ``http_status`` is what ``lrformer serve`` answers when a request raises it.
+    ``http_status`` is what ``lrformer serve`` answers when a request raises it. ``on_every_rank``
+    marks an error that every process of a torchrun job raised alike: only the main one prints it.
     """
 
     summary: str | None = None
     http_status: int = 400
+    on_every_rank: bool = False
 
 
 class ConfigError(LRFormerError, ValueError):

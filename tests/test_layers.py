@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lrformer"
 LAYERS = {
     "foundation": (
         "lrformer.errors", "lrformer.utils", "lrformer.files", "lrformer.devices", "lrformer._lazy", "lrformer.palettes",
+        "lrformer.locking",
     ),
     "models": ("lrformer.models",),
     "image": ("lrformer.image",),

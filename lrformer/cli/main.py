@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lrformer {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the error boundary: one line, the traceback only on request
+        if getattr(exc, "on_every_rank", False) and os.environ.get("RANK", "0") != "0":
+            return 2  # the main process says it
         if debug:
             traceback.print_exc()
         print(f"lrformer {args.command}: error: {error_line(exc, debug)}", file=sys.stderr)

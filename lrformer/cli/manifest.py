@@ -3,14 +3,18 @@
 Each line is one input's result, a JSON object::
 
     {"command": "predict", "input": "/abs/photos/a.jpg", "name": "a", "outputs": ["a.png", "a_overlay.jpg"],
-     "status": "done", "error": null, "rank": 0}
+     "status": "done", "error": null, "rank": 0, "settings": "3f2a9c0d1b7e"}
 
-``status`` is ``done`` (every output written) or ``failed`` (``error`` says why). While a job runs,
-every process appends its lines (one ``write`` of whole lines with ``O_APPEND``, under an exclusive
-``flock``), so processes never interleave and a kill leaves at most a last line cut short. When the
-job ends, the main process rewrites the file atomically with one line per input, its final status,
-in input order. A re-run reads it back: the latest line of an input wins; a line that is not valid
-JSON or not a ``predict`` record is named in one note and ignored, and the outputs on disk decide.
+``status`` is ``done`` (every output written) or ``failed`` (``error`` says why; what was written is
+listed). ``settings`` fingerprints the options that shape the outputs (weights, test settings,
+palette, ...); ``shard`` (``"K/N"``) is there when a ``--shard`` run wrote the line. While a job
+runs, every process appends its lines (one ``write`` of whole lines with ``O_APPEND``, under an
+exclusive lock), so processes never interleave and a kill leaves at most a last line cut short. When
+the job ends, the main process rewrites the file atomically with one line per input, its final
+status: the job's inputs in sorted-path order, then the inputs of earlier jobs it was not given,
+after any lines of other programs, which are kept as they are. A re-run reads it back: the latest
+line of an input wins; a line that is not valid JSON or not a ``predict`` record is named in one
+note and ignored, and the outputs on disk decide.
 """
 
 from __future__ import annotations
@@ -18,14 +22,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from ..locking import last_byte, lock
 from ..utils import write_bytes_atomic
-
-try:
-    import fcntl
-except ImportError:  # Windows: appends of whole lines are still single writes
-    fcntl = None
 
 MANIFEST = "manifest.jsonl"
 COMMAND = "predict"
@@ -33,12 +33,16 @@ DONE, FAILED = "done", "failed"
 
 
 def record(
-    path: Path, name: str, outputs: list[str], error: str | None = None, rank: int = 0, unwritable: list[str] = ()
-) -> dict:
-    """The manifest line of one input: ``done`` with its ``outputs`` (and the pictures no format could
-    hold, ``unwritable``), or ``failed`` with ``error``."""
-    return {"command": COMMAND, "input": str(path), "name": name, "outputs": outputs, "unwritable": list(unwritable),
-            "status": FAILED if error else DONE, "error": error, "rank": rank}  # fmt: skip
+    path: Path, name: str, outputs: list[str], error: str | None = None, rank: int = 0, settings: str | None = None,
+    shard: tuple[int, int] | None = None,
+) -> dict:  # fmt: skip
+    """The manifest line of one input: ``done`` with its ``outputs``, or ``failed`` with ``error``
+    (and the outputs that were written all the same)."""
+    entry = {"command": COMMAND, "input": str(path), "name": name, "outputs": outputs,
+             "status": FAILED if error else DONE, "error": error, "rank": rank, "settings": settings}  # fmt: skip
+    if shard:
+        entry["shard"] = f"{shard[0]}/{shard[1]}"
+    return entry
 
 
 class Manifest:
@@ -50,31 +54,31 @@ class Manifest:
     def read(self) -> tuple[dict[str, dict], str | None]:
         """The latest record of each input, and a one-line note about the lines that were ignored (or ``None``)."""
         records: dict[str, dict] = {}
-        ignored: list[int] = []
-        first = ""
-        try:
-            lines = self.path.read_bytes().decode("utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return records, None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                valid = entry.get("command") == COMMAND and isinstance(entry.get("input"), str)
-                valid = valid and entry.get("status") in (DONE, FAILED) and isinstance(entry.get("outputs"), list)
-            except (ValueError, AttributeError):
-                valid, entry = False, None
-            if not valid:
-                ignored.append(number)
-                first = first or (line[:60] + ("..." if len(line) > 60 else ""))
-                continue
-            records[entry["input"]] = entry
+        ignored: list[tuple[int, str]] = []
+        for number, line, entry in self._lines():
+            if entry is None:
+                ignored.append((number, line))
+            else:
+                records[entry["input"]] = entry
         note = None
         if ignored:
-            note = (f"{len(ignored)} line(s) of {self.path} are not lrformer predict records (line {ignored[0]}: "
-                    f"{first!r}): ignored; the outputs on disk decide what is done")  # fmt: skip
+            number, line = ignored[0]
+            note = (f"{len(ignored)} line(s) of {self.path} are not lrformer predict records (line {number}: "
+                    f"{line[:60] + ('...' if len(line) > 60 else '')!r}): ignored; the outputs on disk decide what is "
+                    "done")  # fmt: skip
         return records, note
+
+    def _lines(self) -> Iterator[tuple[int, str, dict | None]]:
+        """Each non-empty line, numbered from 1, with its record (``None``: not a predict record)."""
+        try:
+            handle = open(self.path, encoding="utf-8", errors="replace", newline="\n")
+        except FileNotFoundError:
+            return
+        with handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\n")
+                if line.strip():
+                    yield number, line, _predict_record(line)
 
     def append(self, entries: Iterable[dict]) -> None:
         """Append whole lines in one write, under an exclusive lock (several processes may append)."""
@@ -83,20 +87,43 @@ class Manifest:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":  # a line a kill cut short: start a new one
+            lock(fd)
+            if last_byte(fd) not in (b"", b"\n"):  # a line a kill cut short: start a new one
                 data = b"\n" + data
-            os.write(fd, data)
-            os.fsync(fd)
+            os.write(fd, data)  # no fsync: a killed process loses nothing, and the outputs decide after a crash
         finally:
             os.close(fd)  # releases the lock
 
     def compact(self, order: list[str]) -> dict[str, dict]:
-        """Rewrite the file atomically with the latest record of each input, in the order of ``order``
-        (inputs with no record are left out); returns those records."""
-        records, _ = self.read()
-        final = {key: records[key] for key in order if key in records}
-        write_bytes_atomic(self.path, "".join(json.dumps(entry) + "\n" for entry in final.values()).encode())
+        """Rewrite the file atomically with one line per input, its latest record: those of ``order``
+        in that order, then the other inputs' (earlier jobs', other shards') in the order they first
+        appear; lines of other programs stay first, as they were; cut-short lines go. Returns the
+        records of ``order``."""
+        records: dict[str, dict] = {}
+        foreign: list[str] = []
+        for _, line, entry in self._lines():
+            if entry is not None:
+                records[entry["input"]] = entry
+            elif _is_json_object(line):
+                foreign.append(line + "\n")
+        final = {key: records.pop(key) for key in order if key in records}
+        lines = foreign + [json.dumps(entry) + "\n" for entry in (*final.values(), *records.values())]
+        write_bytes_atomic(self.path, "".join(lines).encode())
         return final
+
+
+def _predict_record(line: str) -> dict | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    valid = isinstance(entry, dict) and entry.get("command") == COMMAND and isinstance(entry.get("input"), str)
+    valid = valid and entry.get("status") in (DONE, FAILED) and isinstance(entry.get("outputs"), list)
+    return entry if valid else None
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False

@@ -93,24 +93,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, info) -> int:
-    """The inputs and the lock on ``--out``, then this process's share of the job (all of it without
-    torchrun) and the job's summary."""
-    from ..engine.distributed import barrier
+    """The main process collects the inputs and locks ``--out`` (the others wait and get the list),
+    then every process segments its share of the job (all of it without torchrun)."""
+    from ..engine.distributed import on_main
     from ..utils import remove_stale_temporaries
+    from .out_lock import lock_output
 
-    images, videos, errors = _collect(args, info.is_main)
-    out = Path(args.out)
-    lock = _lock_output(out, info, args.shard)  # before anything is written
-    if info.is_main and not args.shard:  # shards of an array may be writing beside this run
-        stale = remove_stale_temporaries(out, "*", recursive=True)
-        if stale:
-            print(f"note: removed {len(stale)} temporary file(s) an interrupted run left in {out}", file=sys.stderr)
-    barrier()
+    out, locks = Path(args.out), []
+
+    def prepare() -> tuple[Named, Named, list[str]]:
+        collected = _collect(args)
+        locks.append(lock_output(out, args.shard))  # before anything is written
+        if not args.shard:  # shards of an array may be writing beside this run
+            stale = remove_stale_temporaries(out, "*", recursive=True)
+            if stale:
+                print(f"note: removed {len(stale)} temporary file(s) an interrupted run left in {out}", file=sys.stderr)
+        return collected
+
+    images, videos, errors = on_main(prepare)
     try:
         return _share(args, info, images, videos, errors, out)
     finally:
-        if lock is not None:  # the outputs folder keeps only outputs and the manifest
-            lock.path.unlink(missing_ok=True)
+        for lock in locks:  # the outputs folder keeps only outputs and the manifest
             lock.release()
 
 
@@ -118,30 +122,32 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     """Plan the job, segment this process's share, gather the summary; returns the exit code."""
     import time
 
-    from ..engine.distributed import all_gather_objects, broadcast_from_main, device_for
+    from ..engine.distributed import all_gather_objects, broadcast_from_main, wait_for_every_rank
     from ..inference import Predictor
-    from ..inference.network import Network
     from ..inference.predictor import model_defaults
     from .common import inference_config, load_model, predictor_options
     from .manifest import Manifest, record
     from .outputs import ImageOutputs, Legend
-    from .segmenting import Progress, segment_images, segment_videos
-    from .sharding import Job, plan, requested_outputs
+    from .segmenting import Progress, Recorder, segment_images, segment_videos
+    from .sharding import Job, Outputs, finished_records, plan, settings_fingerprint
 
     manifest = Manifest(out)
-    earlier, note = manifest.read()
+    records, note = manifest.read()
     if note and info.is_main:
         print(f"note: {note}", file=sys.stderr)
-    jobs = [Job(path, name, video, outputs=requested_outputs(name, video, args))
-            for video, named in ((False, images), (True, videos)) for path, name in named]  # fmt: skip
+    earlier, settings, wanted = finished_records(records), settings_fingerprint(args), Outputs(args)
+    del records
+    jobs = [Job(path, name, video) for video, named in ((False, images), (True, videos)) for path, name in named]
+    if not args.overwrite:
+        _check_settings(jobs, earlier, settings, out)
     rank, world = args.shard or (info.rank, info.world_size)
-    plan(jobs, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
+    plan(jobs, wanted, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
     if info.is_main:  # outputs a killed run wrote before it could record them
-        manifest.append(record(job.path, job.name, [o for o in job.outputs if (out / o).exists()])
-                        for job in jobs if job.done and (earlier.get(str(job.path)) or {}).get("status") != "done")  # fmt: skip
+        manifest.append(record(job.path, job.name, wanted.written(job, out), settings=settings, shard=args.shard)
+                        for job in jobs if job.done and str(job.path) not in earlier)  # fmt: skip
+    del earlier
+    args.device = _process_device(args, info)
     model = load_model(args, exported=True)
-    if not isinstance(model, Network):
-        args.device = str(device_for(args.device, info, "--device", "--device cpu"))  # cuda: cuda:LOCAL_RANK
     predictor = Predictor(model, inference_config(args, model_defaults(model)), **predictor_options(model, args))
     legend = Legend.for_model(predictor.network.description, predictor.num_classes, args.palette)
     outputs = ImageOutputs(out, legend, args)
@@ -149,14 +155,14 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     todo = len(mine) if args.shard else sum(not job.done for job in jobs)
     progress = Progress(todo, info.is_main)
     began = time.perf_counter()
+    recorder = Recorder(manifest, progress, wanted, out, info.rank, settings, args.shard)
     try:
-        problems = segment_images([j for j in mine if not j.video], predictor, outputs, args, info.rank, manifest,
-                                  progress)  # fmt: skip
-        frames, video_problems = segment_videos([j for j in mine if j.video], out, predictor, outputs.legend, args,
-                                                info.rank, manifest, progress)  # fmt: skip
+        problems = segment_images([j for j in mine if not j.video], predictor, outputs, args, recorder)
+        frames, video_problems = segment_videos([j for j in mine if j.video], predictor, outputs.legend, args, recorder)
         stats = {"rank": info.rank, "images": outputs.done, "frames": frames, "videos": sum(j.video for j in mine),
                  "seconds": time.perf_counter() - began, "problems": problems + video_problems}  # fmt: skip
-        every = all_gather_objects(stats)  # the main process's bar keeps counting while it waits here
+        wait_for_every_rank()  # shares end at different times; the main process's bar counts on meanwhile
+        every = all_gather_objects(stats)
     finally:
         progress.close()
     if args.shard:  # the other shards' jobs are not this run's to report (nor to compact: they may be running)
@@ -165,29 +171,40 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     return 1 if failed else 0
 
 
-def _lock_output(out: Path, info, part: tuple[int, int] | None = None):
-    """The main process locks ``--out`` (a second job there is refused, naming the holder; with
-    ``--shard K/N`` a second job on the same share); every process learns whether it got it."""
-    from ..engine.distributed import broadcast_from_main
-    from ..engine.workdir import WorkDirLock
-    from ..errors import LRFormerError, WorkDirError
+def _check_settings(jobs: list, earlier: dict, settings: str, out: Path) -> None:
+    """Refuse to mix outputs of other settings (model, weights, test settings, palette) with this run's."""
+    from ..errors import ConfigError
 
-    lock, problem = None, None
-    if info.is_main:
-        try:
-            name = f".lock-shard-{part[0]}-of-{part[1]}" if part else ".lock"
-            lock = WorkDirLock(out, "lrformer predict job" + (f" on shard {part[0]}/{part[1]}" if part else ""),
-                               "--out", name)  # fmt: skip
-        except LRFormerError as exc:
-            problem = str(exc)
-    problem = broadcast_from_main(problem)
-    if problem:
-        raise WorkDirError(problem)
-    return lock
+    other = sum(1 for job in jobs if getattr(earlier.get(str(job.path)), "settings", None) not in (None, settings))
+    if other:
+        error = ConfigError(
+            f"{other} input(s) in {out} were segmented with other settings (another model, weights file, test "
+            "settings, palette or opacity): pass --overwrite to segment them again with these, or choose another --out"
+        )
+        error.on_every_rank = True
+        raise error
+
+
+def _process_device(args: argparse.Namespace, info) -> str:
+    """This process's device: under torchrun ``cuda`` (an exported model's too) becomes
+    ``cuda:LOCAL_RANK``, and an OpenVINO ``gpu`` ``gpu.LOCAL_RANK``."""
+    from ..deploy.runtimes import is_exported, resolve_device
+    from ..engine.distributed import device_for
+
+    if not is_exported(args.weights):
+        return str(device_for(args.device, info, "--device", "--device cpu"))
+    device = resolve_device(args.weights, args.device)
+    if info.enabled and device in ("cuda", "gpu"):
+        device = f"cuda:{info.local_rank}" if device == "cuda" else f"gpu.{info.local_rank}"
+    return device
+
+
+MAX_LISTED = 20
+"""Failures listed in the summary (the manifest has them all)."""
 
 
 def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, manifest, part=None) -> int:
-    """Print the job's summary (one line, then the rate and the failures) and compact the manifest
+    """Print the job's summary (one line, then the failures and the rate) and compact the manifest
     (not for one shard of several); returns the number of problems."""
     images, frames = sum(s["images"] for s in every), sum(s["frames"] for s in every)
     videos = sum(s["videos"] for s in every)
@@ -197,12 +214,15 @@ def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, mani
     summary += f" into {out}" + (f" (shard {part[0]}/{part[1]})" if part else "")
     summary += f"; {skipped} input(s) already done, skipped" if skipped else ""
     print(summary + (f"; {len(problems)} failed:" if problems else ""))
-    for problem in problems:
+    for problem in problems[:MAX_LISTED]:
         print(f"  {problem}")
-    seconds = max(s["seconds"] for s in every)
-    if images:
-        rates = ", ".join(f"{s['rank']}: {s['images'] / max(s['seconds'], 1e-9):.2f}" for s in every)
-        print(f"{images / max(seconds, 1e-9):.2f} images/s overall" + (f"; per process {rates}" if len(every) > 1 else ""))
+    if len(problems) > MAX_LISTED:
+        print(f"  ... and {len(problems) - MAX_LISTED} more (every input's result: {manifest.path})")
+    seconds = max(max(s["seconds"] for s in every), 1e-9)
+    for count, unit in ((images, "images"), (frames, "frames")):
+        if count:
+            rates = ", ".join(f"{s['rank']}: {s[unit] / max(s['seconds'], 1e-9):.2f}" for s in every)
+            print(f"{count / seconds:.2f} {unit}/s overall" + (f"; per process {rates}" if len(every) > 1 else ""))
     if not part or part[1] == 1:
         manifest.compact([str(job.path) for job in jobs])
     return len(problems)
@@ -212,15 +232,15 @@ Named = list[tuple[Path, str]]
 """Input files with the names of their outputs."""
 
 
-def _collect(args: argparse.Namespace, is_main: bool = True) -> tuple[Named, Named, list[str]]:
+def _collect(args: argparse.Namespace) -> tuple[Named, Named, list[str]]:
     """The images and videos to segment, each with its output name, and the inputs that could not
-    be used (the same in every process; the main one prints the notes); refuses an unusable
-    ``--out`` or set of options before the model is loaded."""
+    be used (notes on what was skipped are printed); refuses an unusable ``--out`` or set of
+    options before the model is loaded."""
     from ..errors import InputError
     from .inputs import check_output_folder, collect_inputs, is_video_file, output_names
 
     files, errors, notes = collect_inputs(args.inputs)
-    for note in notes if is_main else ():
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if not files:
         raise InputError(f"no input images or videos: {'; '.join(errors)}; give files, folders or quoted globs")

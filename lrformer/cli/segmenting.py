@@ -13,10 +13,11 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from .manifest import Manifest, record
-from .sharding import Job
+from .sharding import Job, Outputs
 
 
 class Progress:
@@ -59,11 +60,34 @@ class Progress:
         self.bar.close()
 
 
-def segment_images(
-    jobs: list[Job], predictor, outputs, args: argparse.Namespace, rank: int, manifest: Manifest, progress: Progress
-) -> list[str]:
-    """Segment the images of ``jobs`` into ``outputs``; returns the problems (a file that fails is
-    recorded as failed and does not stop the run; a failed write stops it with one line)."""
+@dataclass
+class Recorder:
+    """How a process reports each input's result: a manifest line (what was written, the error, who
+    wrote it with which settings) and a step of the progress bar."""
+
+    manifest: Manifest
+    progress: Progress
+    wanted: Outputs
+    out: Path
+    rank: int = 0
+    settings: str | None = None
+    shard: tuple[int, int] | None = None
+
+    def entry(self, job: Job, problems: list[str] = ()) -> dict:
+        """``job``'s manifest line: ``failed`` with the first problems, if any, else ``done``."""
+        error = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        written = self.wanted.written(job, self.out)
+        return record(job.path, job.name, written, error or None, self.rank, self.settings, self.shard)
+
+    def report(self, entries: list[dict]) -> None:
+        self.manifest.append(entries)
+        self.progress.add(len(entries), sum(entry["status"] == "failed" for entry in entries))
+
+
+def segment_images(jobs: list[Job], predictor, outputs, args: argparse.Namespace, recorder: Recorder) -> list[str]:
+    """Segment the images of ``jobs`` into ``outputs``; returns the problems (a file that fails, or a
+    picture no format could hold, is recorded as failed and does not stop the run; a failed write
+    stops it with one line, after the writes under way are finished and recorded)."""
     import torch
 
     from ..inference import PreparedImages
@@ -77,64 +101,60 @@ def segment_images(
     pending: deque[Future] = deque()
 
     def write(job: Job, prepared, label) -> tuple[dict, list[str]]:
-        found = outputs.write(job.name, job.path, prepared.bgr, label)
+        found = outputs.write(job.name, job.path, prepared.bgr, label)  # pictures too large for any format
         prepared.bgr = None  # drawn into; free it
-        written = [o for o in job.outputs if (outputs.out / o).exists()]
-        unwritable = [o for o in job.outputs if o not in written] if found else []  # too large for a JPEG
-        return record(job.path, job.name, written, rank=rank, unwritable=unwritable), found
+        return recorder.entry(job, found), found
 
-    def finish(records: list[dict], keep: int) -> None:
-        while len(pending) > keep:
-            entry, found = pending.popleft().result()  # a failed write raises here
-            records.append(entry)
+    def finish(keep: int, entries: list[dict]) -> None:
+        """Record ``entries`` and the writes done until at most ``keep`` are pending; after a
+        failed write, wait for the others and raise its error."""
+        error = None
+        while pending and (len(pending) > keep or error):
+            try:
+                entry, found = pending.popleft().result()
+            except Exception as exc:
+                error = error or exc
+                continue
+            entries.append(entry)
             problems.extend(found)
+        recorder.report(entries)
+        if error is not None:
+            raise error
 
     with ThreadPoolExecutor(1, thread_name_prefix="lrformer-writer") as writer:
-        for batch in loader:
-            records: list[dict] = []
-            for item in batch:
-                if item.error:
-                    problems.append(item.error)
-                    records.append(record(jobs[item.index].path, jobs[item.index].name, [], item.error, rank))
-            good = [item for item in batch if item.error is None]
-            labels = predictor.predict_prepared([item.prepared for item in good], args.batch_size) if good else []
-            for item, label in zip(good, labels):
-                pending.append(writer.submit(write, jobs[item.index], item.prepared, label))
-            finish(records, keep=2 * args.batch_size)
-            _report(records, manifest, progress)
-        records = []
-        finish(records, keep=0)
-        _report(records, manifest, progress)
+        try:
+            for batch in loader:
+                failed = [item for item in batch if item.error]
+                problems.extend(item.error for item in failed)
+                good = [item for item in batch if item.error is None]
+                labels = predictor.predict_prepared([item.prepared for item in good], args.batch_size) if good else []
+                for item, label in zip(good, labels):
+                    pending.append(writer.submit(write, jobs[item.index], item.prepared, label))
+                finish(2 * args.batch_size, [recorder.entry(jobs[item.index], [item.error]) for item in failed])
+        finally:
+            finish(0, [])
     return problems
 
 
-def _report(records: list[dict], manifest: Manifest, progress: Progress) -> None:
-    manifest.append(records)
-    progress.add(len(records), sum(entry["status"] == "failed" for entry in records))
-
-
 def segment_videos(
-    jobs: list[Job], out: Path, predictor, legend, args: argparse.Namespace, rank: int, manifest: Manifest,
-    progress: Progress,
-) -> tuple[int, list[str]]:  # fmt: skip
+    jobs: list[Job], predictor, legend, args: argparse.Namespace, recorder: Recorder
+) -> tuple[int, list[str]]:
     """Segment the videos of ``jobs`` one after the other (:func:`~.video.segment_video`); returns the
-    frames segmented and the problems. An unreadable or unwritable video is recorded as failed and
-    does not stop the run."""
+    frames segmented and the problems. An unreadable or unwritable video, or one with frames that
+    could not be segmented, is recorded as failed and does not stop the run."""
     from ..errors import ImageReadError, VideoWriteError
     from .video import segment_video
 
     frames, problems = 0, []
     for job in jobs:
         try:
-            done, errors, remarks = segment_video(job.path, job.name, out, predictor, legend, args, rank == 0)
+            done, errors, remarks = segment_video(job.path, job.name, recorder.out, predictor, legend, args,
+                                                  recorder.rank == 0)  # fmt: skip
         except (ImageReadError, VideoWriteError) as exc:
-            problems.append(str(exc))
-            _report([record(job.path, job.name, [], str(exc), rank)], manifest, progress)
-            continue
+            done, errors, remarks = 0, [str(exc)], []
         frames += done
         problems += errors
         for remark in remarks:
             print(f"note: {remark}", file=sys.stderr)
-        written = [o for o in job.outputs if (out / o).exists()]
-        _report([record(job.path, job.name, written, rank=rank)], manifest, progress)
+        recorder.report([recorder.entry(job, errors)])
     return frames, problems

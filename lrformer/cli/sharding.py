@@ -1,9 +1,9 @@
 """Sharing a ``lrformer predict`` job among the processes of a torchrun job, and resuming it.
 
-Every process collects the same inputs (files, folders and globs expand the same way everywhere),
-sorts them by path and looks at a slice of them (``i::world_size``): whether the input is already
-done (:func:`is_done`) and how many pixels it has (image header, or frames × frame size of a video).
-The slices are gathered, so every process knows every input, and the inputs still to do are dealt
+The main process collects the inputs (files, folders and globs) and gives the list to every process,
+which sorts it by path and looks at a slice of it (``i::world_size``): whether the input is already
+done (:func:`is_done`) and, if not, how many pixels it has (image header, or frames × frame size of a
+video). The slices are gathered, so every process knows every input, and the inputs still to do are dealt
 out by pixel count, largest first, each to the process with the fewest pixels so far (ties: the
 lower rank): a deterministic plan in which no process gets all the large images. A process whose
 share is empty just joins the summary.
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import heapq
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .inputs import FRAMES_FOLDER
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """One input of the job: its file, output name, kind, and the plan's verdict."""
 
@@ -29,29 +29,70 @@ class Job:
     pixels: int = 0
     done: bool = False
     rank: int = 0
-    outputs: list[str] = field(default_factory=list)
 
 
-def requested_outputs(name: str, video: bool, args) -> list[str]:
-    """The files (relative to ``--out``) ``predict`` writes for an input named ``name`` with these options."""
-    if video:
-        wanted = [("{}_overlay.mp4", not args.no_overlay), ("{}_panel.mp4", args.panel), ("{}.json", args.json),
-                  (FRAMES_FOLDER, args.frames)]  # fmt: skip
-    else:
-        wanted = [("{}.png", True), ("{}_overlay.jpg", not args.no_overlay), ("{}_panel.jpg", args.panel),
-                  ("{}.json", args.json)]  # fmt: skip
-    return [pattern.format(name) for pattern, on in wanted if on]
+class Outputs:
+    """The files (relative to ``--out``) ``predict`` writes for each input with the given options."""
+
+    def __init__(self, args) -> None:
+        self.image = [p for p, on in (("{}.png", True), ("{}_overlay.jpg", not args.no_overlay),
+                                      ("{}_panel.jpg", args.panel), ("{}.json", args.json)) if on]  # fmt: skip
+        self.video = [p for p, on in (("{}_overlay.mp4", not args.no_overlay), ("{}_panel.mp4", args.panel),
+                                      ("{}.json", args.json), (FRAMES_FOLDER, args.frames)) if on]  # fmt: skip
+
+    def of(self, job: Job) -> list[str]:
+        """The outputs asked for ``job``."""
+        return [pattern.format(job.name) for pattern in (self.video if job.video else self.image)]
+
+    def written(self, job: Job, out: Path) -> list[str]:
+        """The outputs asked for ``job`` that are in ``out``."""
+        return [output for output in self.of(job) if (out / output).exists()]
 
 
-def is_done(job: Job, out: Path, earlier: dict | None) -> bool:
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a ``done`` manifest record says about an input (all that planning needs of it)."""
+
+    name: str
+    outputs: frozenset[str]
+    settings: str | None
+
+
+def finished_records(records: dict[str, dict]) -> dict[str, Finished]:
+    """The ``done`` records of a manifest, by input, reduced to what planning needs."""
+    return {key: Finished(entry["name"], frozenset(entry["outputs"]), entry.get("settings"))
+            for key, entry in records.items() if entry["status"] == "done"}  # fmt: skip
+
+
+OUTPUT_SETTINGS = ("model", "weights", "num_classes", "precision", "pipeline", "scale", "mode", "crop", "stride",
+                   "size_divisor", "no_flip", "tta", "tta_ratios", "no_fast", "palette", "opacity", "no_legend")  # fmt: skip
+"""The ``predict`` options that shape the outputs (which outputs are written is :class:`Outputs`'
+business; devices, threads, batches and workers do not change them)."""
+
+
+def settings_fingerprint(args) -> str:
+    """A short hash of :data:`OUTPUT_SETTINGS` (a local weights file also by its size and time):
+    outputs recorded with another fingerprint were made by another model or settings."""
+    import hashlib
+    import json
+
+    settings = {key: getattr(args, key, None) for key in OUTPUT_SETTINGS}
+    for key in ("weights", "model"):
+        value = settings[key]
+        if isinstance(value, str) and os.path.isfile(value):
+            stat = os.stat(value)
+            settings[key] = [os.path.abspath(value), stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def is_done(job: Job, wanted: Outputs, out: Path, earlier: Finished | None) -> bool:
     """Whether an earlier run finished ``job``: every requested output is there (files are written
-    atomically, so a file that exists is complete); a video's per-frame folder, and a picture an
-    earlier run could not write (too large for a JPEG), count only with the manifest's ``done`` record
-    listing what was written."""
-    recorded = earlier is not None and earlier.get("status") == "done" and earlier.get("name") == job.name
-    if recorded and all((out / output).exists() for output in earlier["outputs"]):
-        return set(job.outputs) <= set(earlier["outputs"]) | set(earlier.get("unwritable") or [])
-    return all((out / output).is_file() for output in job.outputs)
+    atomically, so a file that exists is complete); a video's per-frame folder counts only with the
+    manifest's ``done`` record listing it."""
+    outputs = wanted.of(job)
+    if earlier is not None and earlier.name == job.name and set(outputs) <= earlier.outputs:
+        return all((out / output).exists() for output in outputs)
+    return all((out / output).is_file() for output in outputs)
 
 
 def pixel_count(path: Path, video: bool) -> int:
@@ -85,26 +126,31 @@ def deal(jobs: list[Job], world_size: int) -> None:
 
 
 def plan(
-    jobs: list[Job], out: Path, earlier: dict[str, dict], overwrite: bool, rank: int, world_size: int,
-    balance: bool = True,
+    jobs: list[Job], wanted: Outputs, out: Path, earlier: dict[str, Finished], overwrite: bool, rank: int,
+    world_size: int, balance: bool = True,
 ) -> None:  # fmt: skip
-    """Sort ``jobs`` by path, look at this process's slice (done? pixels?), gather every slice and
-    deal the inputs still to do (see the module docstring). Collective under torchrun. Without
+    """Sort ``jobs`` by path, look at this process's slice (done? else pixels), gather every slice
+    and deal the inputs still to do (see the module docstring). Collective under torchrun. Without
     ``balance`` (``--shard K/N``: independent runs that cannot talk), share ``rank`` is every
     ``world_size``-th input by path, the same in every run; the others are marked ``rank -1``."""
-    from ..engine.distributed import all_gather_objects
+    from ..engine.distributed import all_gather_objects, wait_for_every_rank
 
     jobs.sort(key=lambda job: os.fspath(job.path))
+
+    def done(job: Job) -> bool:
+        return not overwrite and is_done(job, wanted, out, earlier.get(str(job.path)))
+
     if not balance:
         for index, job in enumerate(jobs):
             job.rank = rank if index % world_size == rank else -1
-            job.done = job.rank == rank and not overwrite and is_done(job, out, earlier.get(str(job.path)))
+            job.done = job.rank == rank and done(job)
         return
-    mine = [
-        (not overwrite and is_done(job, out, earlier.get(str(job.path))), pixel_count(job.path, job.video))
-        for job in jobs[rank::world_size]
-    ]
+    mine = []
+    for job in jobs[rank::world_size]:
+        finished = done(job)
+        mine.append((finished, 0 if finished else pixel_count(job.path, job.video)))
+    wait_for_every_rank()  # slices of one folder may take a rank much longer than another
     for start, slice_ in enumerate(all_gather_objects(mine)):
-        for job, (done, pixels) in zip(jobs[start::world_size], slice_):
-            job.done, job.pixels = done, pixels
+        for job, (finished, pixels) in zip(jobs[start::world_size], slice_):
+            job.done, job.pixels = finished, pixels
     deal(jobs, world_size)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ..devices import check_device, resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,48 @@ def barrier() -> None:
     """Wait for every rank (nothing to wait for in a single process)."""
     if process_group_exists():
         dist.barrier()
+
+
+_meetings = 0
+
+
+def wait_for_every_rank(poll: float = 0.2) -> None:
+    """Like :func:`barrier`, without its time limit: every rank counts itself in at the job's store
+    and waits until all have (NCCL's collectives give up after 10 minutes, and a rank whose share of
+    a job ends early may wait longer). Every rank must call it the same number of times. A rank that
+    dies makes torchrun stop the others."""
+    global _meetings
+    if not process_group_exists():
+        return
+    import time
+
+    _meetings += 1
+    arrived = SharedCounter(f"meeting/{_meetings}")
+    arrived.add(1)
+    while arrived.read() < dist.get_world_size():
+        time.sleep(poll)
+
+
+def on_main(work: Callable[[], T]) -> T:
+    """``work()`` done by the main process alone, its result given to every rank, or the
+    :class:`~lrformer.errors.LRFormerError` it raised raised on every rank. The others wait without
+    a time limit (:func:`wait_for_every_rank`), however long the work takes."""
+    from ..errors import LRFormerError
+
+    if not process_group_exists():
+        return work()
+    result, error = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = work()
+        except LRFormerError as exc:
+            error = exc
+    wait_for_every_rank()
+    result, error = broadcast_from_main((result, error))
+    if error is not None:
+        error.on_every_rank = True  # one line, by the main process
+        raise error
+    return result
 
 
 class SharedCounter:

@@ -2,7 +2,7 @@
 
 :func:`claim` is called by the main process before training starts. It
 
-* locks the dir (``fcntl.flock`` on ``WORK_DIR/.lock``, released when the run ends or its process
+* locks the dir (:mod:`lrformer.locking` on ``WORK_DIR/.lock``, released when the run ends or its process
   dies, even by ``kill -9``): a second run in the same dir is refused, naming the first;
 * removes the temporary files that writes killed half-way left behind;
 * refuses a dir holding another run's checkpoints unless the run resumes it, or ``force`` says to
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -21,6 +20,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import WorkDirError
+from ..locking import lock, same_file
 from ..utils import remove_stale_temporaries
 from .training_checkpoints import resumable
 
@@ -34,21 +34,28 @@ RUN_FILES = ("scalars.jsonl", "config.yaml")
 class WorkDirLock:
     """The exclusive lock a run holds on its work dir (released by :meth:`release` or when the
     object is collected or the process ends). ``what`` and ``option`` name the job and the option
-    that chose the folder in the message to a second job (``lrformer predict`` locks its ``--out``)."""
+    that chose the folder in the message to a second job (``lrformer predict`` locks its ``--out``);
+    with ``remove`` the lock file is deleted on release (while still held: a process that opened it
+    meanwhile sees it gone and locks a new one)."""
 
     def __init__(
-        self, work_dir: Path, what: str = "training run", option: str = "--work-dir", name: str = LOCK_NAME
-    ) -> None:
-        self.path = work_dir / name
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "holder unknown"
-            os.close(fd)
-            raise WorkDirError(
-                f"{work_dir} is in use by another {what} ({holder}); wait for it to end, or choose another {option}"
-            ) from None
+        self, work_dir: Path, what: str = "training run", option: str = "--work-dir", name: str = LOCK_NAME,
+        remove: bool = False,
+    ) -> None:  # fmt: skip
+        self.path, self.remove = work_dir / name, remove
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                lock(fd, blocking=False)
+            except BlockingIOError:
+                holder = holder_of(fd)
+                os.close(fd)
+                raise WorkDirError(
+                    f"{work_dir} is in use by another {what} ({holder}); wait for it to end, or choose another {option}"
+                ) from None
+            if same_file(fd, self.path):
+                break
+            os.close(fd)  # its holder removed it as we opened it
         os.ftruncate(fd, 0)
         os.write(
             fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
@@ -56,7 +63,15 @@ class WorkDirLock:
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     def release(self) -> None:
+        if self.remove and self._finalizer.alive:
+            self.path.unlink(missing_ok=True)
         self._finalizer()  # closing the descriptor releases the lock
+
+
+def holder_of(fd: int) -> str:
+    """The note a lock file's holder wrote in it: ``pid P on HOST, started TIME``."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 200).decode(errors="replace").strip() or "holder unknown"
 
 
 def claim(work_dir: Path, resume: bool, force: bool) -> WorkDirLock:
