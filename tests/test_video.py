@@ -156,6 +156,9 @@ def test_a_damaged_frame_is_reported_and_the_rest_is_segmented(
     summary = json.loads((out / "clip.json").read_text())
     assert summary["frames"] == 5 and [f["frame"] for f in summary["per_frame"]] == [0, 1, 3, 4, 5]
     assert sum(c["pixels"] for c in summary["classes"]) == 5 * SIZE[0] * SIZE[1]
+    (entry,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert entry["status"] == "failed" and "frame 2 could not be decoded" in entry["error"]  # retried by a re-run
+    assert entry["outputs"] == ["clip_overlay.mp4", "clip.json", "clip_frames"]
     # the Python API keeps the numbering: None in the damaged frame's place
     monkeypatch.setattr(video_module.cv2, "VideoCapture", lambda p: _Damaged(p, bad={2}))
     labels = list(Predictor(tiny_model).predict_video(path, batch_size=2))

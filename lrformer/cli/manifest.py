@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from ..locking import last_byte, lock
 from ..utils import write_bytes_atomic
@@ -30,6 +30,7 @@ from ..utils import write_bytes_atomic
 MANIFEST = "manifest.jsonl"
 COMMAND = "predict"
 DONE, FAILED = "done", "failed"
+T = TypeVar("T")
 
 
 def record(
@@ -51,15 +52,16 @@ class Manifest:
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / MANIFEST
 
-    def read(self) -> tuple[dict[str, dict], str | None]:
-        """The latest record of each input, and a one-line note about the lines that were ignored (or ``None``)."""
-        records: dict[str, dict] = {}
+    def read(self, keep: Callable[[dict], T] = lambda entry: entry) -> tuple[dict[str, T], str | None]:
+        """The latest record of each input (what ``keep`` makes of it: at a million inputs, keep
+        little), and a one-line note about the lines that were ignored (or ``None``)."""
+        records: dict[str, T] = {}
         ignored: list[tuple[int, str]] = []
         for number, line, entry in self._lines():
             if entry is None:
                 ignored.append((number, line))
             else:
-                records[entry["input"]] = entry
+                records[entry["input"]] = keep(entry)
         note = None
         if ignored:
             number, line = ignored[0]

@@ -129,14 +129,13 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     from .manifest import Manifest, record
     from .outputs import ImageOutputs, Legend
     from .segmenting import Progress, Recorder, segment_images, segment_videos
-    from .sharding import Job, Outputs, finished_records, plan, settings_fingerprint
+    from .sharding import Job, Outputs, finished, plan, settings_fingerprint
 
     manifest = Manifest(out)
-    records, note = manifest.read()
+    earlier, note = manifest.read(keep=finished)  # ~0.5 KB per input, freed once the job is planned
     if note and info.is_main:
         print(f"note: {note}", file=sys.stderr)
-    earlier, settings, wanted = finished_records(records), settings_fingerprint(args), Outputs(args)
-    del records
+    settings, wanted = settings_fingerprint(args), Outputs(args)
     jobs = [Job(path, name, video) for video, named in ((False, images), (True, videos)) for path, name in named]
     if not args.overwrite:
         _check_settings(jobs, earlier, settings, out)
@@ -144,7 +143,7 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     plan(jobs, wanted, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
     if info.is_main:  # outputs a killed run wrote before it could record them
         manifest.append(record(job.path, job.name, wanted.written(job, out), settings=settings, shard=args.shard)
-                        for job in jobs if job.done and str(job.path) not in earlier)  # fmt: skip
+                        for job in jobs if job.done and earlier.get(str(job.path)) is None)  # fmt: skip
     del earlier
     args.device = _process_device(args, info)
     model = load_model(args, exported=True)

@@ -58,10 +58,11 @@ class Finished:
     settings: str | None
 
 
-def finished_records(records: dict[str, dict]) -> dict[str, Finished]:
-    """The ``done`` records of a manifest, by input, reduced to what planning needs."""
-    return {key: Finished(entry["name"], frozenset(entry["outputs"]), entry.get("settings"))
-            for key, entry in records.items() if entry["status"] == "done"}  # fmt: skip
+def finished(entry: dict) -> Finished | None:
+    """What planning needs of a manifest record: ``None`` unless it is ``done``."""
+    if entry["status"] != "done":
+        return None
+    return Finished(entry["name"], frozenset(entry["outputs"]), entry.get("settings"))
 
 
 OUTPUT_SETTINGS = ("model", "weights", "num_classes", "precision", "pipeline", "scale", "mode", "crop", "stride",
@@ -126,7 +127,7 @@ def deal(jobs: list[Job], world_size: int) -> None:
 
 
 def plan(
-    jobs: list[Job], wanted: Outputs, out: Path, earlier: dict[str, Finished], overwrite: bool, rank: int,
+    jobs: list[Job], wanted: Outputs, out: Path, earlier: dict[str, Finished | None], overwrite: bool, rank: int,
     world_size: int, balance: bool = True,
 ) -> None:  # fmt: skip
     """Sort ``jobs`` by path, look at this process's slice (done? else pixels), gather every slice

@@ -1,0 +1,169 @@
+"""``lrformer predict`` jobs meeting each other and going wrong: locks of whole jobs and shards, a
+re-run with other settings, a failed write with others under way, a process failing under torchrun,
+a manifest shared with earlier jobs and other programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import cv2
+import pytest
+
+from lrformer.cli.main import main
+from lrformer.cli.manifest import Manifest, record
+from lrformer.cli.out_lock import lock_output
+from lrformer.engine.distributed import DistInfo
+from lrformer.engine.workdir import WorkDirLock
+from lrformer.errors import WorkDirError
+from lrformer.locking import lock, same_file
+
+from .helpers import error_line, run_bounded, synthetic_photo
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, (height, width) in enumerate([(40, 56), (48, 48), (36, 64)]):
+        cv2.imwrite(str(folder / f"p{index}.png"), synthetic_photo(height, width, index))
+    return folder
+
+
+def predict(model_file: Path, inputs: Path, out: Path, *options: str) -> list[str]:
+    return ["predict", "--model", str(model_file), str(inputs), "--out", str(out), "--workers", "0", *options]
+
+
+@pytest.mark.parametrize(
+    "held, wanted, refused",
+    [(None, (0, 2), True), ((0, 2), None, True), ((0, 2), (0, 4), True), ((1, 4), (0, 2), True),
+     ((0, 2), (1, 2), False), ((0, 2), (0, 2), True)],
+)  # fmt: skip
+def test_whole_jobs_and_shards_of_other_splits_exclude_each_other(tmp_path, held, wanted, refused):
+    first = lock_output(tmp_path, held)
+    try:
+        if refused:
+            with pytest.raises(WorkDirError, match=rf"in use by another lrformer predict job.*pid {os.getpid()}"):
+                lock_output(tmp_path, wanted)
+        else:
+            lock_output(tmp_path, wanted).release()
+    finally:
+        first.release()
+    assert not list(tmp_path.iterdir())  # lock files go with their jobs
+
+
+def test_a_killed_jobs_lock_file_is_harmless_and_removed(tmp_path):
+    (tmp_path / ".lock-shard-1-of-4").write_text("pid 1 on gone, started long ago")  # nobody holds it
+    (tmp_path / ".lock").write_text("pid 2 on gone, started long ago")
+    lock_output(tmp_path, (0, 2)).release()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_locked_again(tmp_path):
+    holder = WorkDirLock(tmp_path, name=".lock", remove=True)
+    late = os.open(tmp_path / ".lock", os.O_RDWR)  # opened just before the holder ends
+    holder.release()
+    try:
+        lock(late, blocking=False)  # the old file can be locked, but it is not the lock file any more
+        assert not same_file(late, tmp_path / ".lock")
+        second = WorkDirLock(tmp_path, name=".lock", remove=True)  # a new file, exclusive as ever
+        with pytest.raises(WorkDirError):
+            WorkDirLock(tmp_path, name=".lock")
+        second.release()
+    finally:
+        os.close(late)
+
+
+def test_compaction_keeps_earlier_jobs_records_and_other_programs_lines(tmp_path):
+    manifest = Manifest(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text('{"tool": "labeller", "version": 2}\n')
+    manifest.append([record(Path("/old/x.png"), "x", ["x.png"]), record(Path("/b.png"), "b", [], "unreadable")])
+    manifest.append([record(Path("/a.png"), "a", ["a.png"]), record(Path("/b.png"), "b", ["b.png"])])
+    with open(tmp_path / "manifest.jsonl", "a") as handle:
+        handle.write('{"command": "predict", "inp')  # cut short by a kill
+    assert list(manifest.compact(["/a.png", "/b.png"])) == ["/a.png", "/b.png"]
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert lines[0] == '{"tool": "labeller", "version": 2}'
+    assert [(json.loads(line)["input"], json.loads(line)["status"]) for line in lines[1:]] == [
+        ("/a.png", "done"), ("/b.png", "done"), ("/old/x.png", "done")]  # fmt: skip
+
+
+def test_a_rerun_with_other_settings_is_refused_until_overwrite(tiny_model_file, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(predict(tiny_model_file, photos, out)) == 0
+    before = (out / "p0_overlay.jpg").read_bytes()
+    capsys.readouterr()
+    assert main(predict(tiny_model_file, photos, out, "--opacity", "0.8")) == 2
+    assert error_line(capsys).endswith(
+        f"3 input(s) in {out} were segmented with other settings (another model, weights file, test settings, "
+        "palette or opacity): pass --overwrite to segment them again with these, or choose another --out"
+    )
+    assert (out / "p0_overlay.jpg").read_bytes() == before
+    assert main(predict(tiny_model_file, photos, out, "--threads", "1", "--batch-size", "2")) == 0  # same outputs
+    assert "3 input(s) already done, skipped" in capsys.readouterr().out
+    assert main(predict(tiny_model_file, photos, out, "--opacity", "0.8", "--overwrite")) == 0
+    assert (out / "p0_overlay.jpg").read_bytes() != before
+    assert main(predict(tiny_model_file, photos, out, "--opacity", "0.8")) == 0
+    assert "3 input(s) already done, skipped" in capsys.readouterr().out
+
+
+def test_a_failed_write_ends_the_run_after_recording_the_writes_under_way(tiny_model_file, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "p1_overlay.jpg").mkdir(parents=True)  # nothing can be written in its place
+    assert main(predict(tiny_model_file, photos, out)) == 2
+    assert "p1_overlay.jpg" in error_line(capsys)
+    done = {Path(e["input"]).name for e in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert "p0.png" in done and "p1.png" not in done  # p0 written before p1 failed; p1 is retried
+    assert (out / "p0_overlay.jpg").is_file()
+
+
+def test_the_summary_lists_twenty_failures_and_points_to_the_manifest(tiny_model_file, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for index in range(23):
+        (folder / f"b{index:02d}.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    assert main(predict(tiny_model_file, folder, out)) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("23 failed:") and len([line for line in printed if "b" in line and ".jpg" in line]) == 20
+    assert printed[21] == f"  ... and 3 more (every input's result: {out / 'manifest.jsonl'})"
+
+
+@pytest.mark.parametrize("found, info, expected", [
+    ("cuda", DistInfo(1, 2, 1), "cuda:1"), ("gpu", DistInfo(3, 4, 3), "gpu.3"), ("cuda", DistInfo(), "cuda"),
+    ("cpu", DistInfo(1, 2, 1), "cpu"), ("cuda:0", DistInfo(1, 2, 1), "cuda:0"),
+])  # fmt: skip
+def test_an_exported_model_runs_on_the_processs_own_gpu(monkeypatch, found, info, expected):
+    from lrformer.cli import predict as predict_module
+    from lrformer.deploy import runtimes
+
+    monkeypatch.setattr(runtimes, "resolve_device", lambda path, device: found)
+    assert predict_module._process_device(Namespace(weights="model.onnx", device="auto"), info) == expected
+
+
+def _torchrun(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lrformer",
+            *arguments]  # fmt: skip
+
+
+def test_a_process_failing_under_torchrun_ends_the_job(tiny_model_file, photos, tmp_path):
+    out = tmp_path / "out"
+    (out / "p2_overlay.jpg").mkdir(parents=True)  # process 1's write fails (p1, p0 go to 0); 0 waits for it
+    done = run_bounded(_torchrun(*predict(tiny_model_file, photos, out)), capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode != 0
+    said = re.findall(r"lrformer predict: error: .*", done.stderr)  # (after the progress bar's carriage return)
+    assert len(said) == 1 and "p2_overlay.jpg" in said[0], done.stderr[-2000:]
+    assert (out / "p0_overlay.jpg").is_file() and (out / "p1_overlay.jpg").is_file()
+
+
+def test_a_mistake_found_by_the_main_process_is_said_once_under_torchrun(tiny_model_file, photos, tmp_path):
+    done = run_bounded(_torchrun(*predict(tiny_model_file, photos, photos / "out")), capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode != 0
+    said = re.findall(r"lrformer predict: error: .*", done.stderr)  # (after the progress bar's carriage return)
+    assert len(said) == 1 and "inside" in said[0], done.stderr[-2000:]
