@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,9 @@ def segment_video(
     show_progress: bool = True,
 ) -> tuple[int, list[str], list[str]]:  # fmt: skip
     """Segment the video at ``path`` into the outputs named ``name``, ``args.batch_size`` frames
-    per forward pass, holding only that many frames in memory (``show_progress``: a frame bar).
+    per forward pass (``show_progress``: a frame bar). Decoding and encoding overlap the network: a
+    reader thread decodes the next batch and a writer thread encodes the last ones (OpenCV works
+    without the GIL), so at most four batches of frames are in memory.
 
     Returns:
         ``(frames segmented, errors, notes)``: undecodable frames are errors (each written black,
@@ -85,24 +89,36 @@ def segment_video(
     outputs = VideoOutputs(out, name, legend, args)
     with VideoReader(path) as video, contextlib.ExitStack() as stack:
         outputs.open(stack, video.info.fps, video.info.size)
-        batch: list[tuple[int, np.ndarray | None]] = []
+        frames = iter(video)
 
-        def flush() -> None:
-            good = [frame for _, frame in batch if frame is not None]
-            prepared = [prepare(frame, predictor.config, input_format="bgr") for frame in good]
-            labels = iter(predictor.predict_prepared(prepared, args.batch_size) if prepared else [])
+        def read() -> list[tuple[int, np.ndarray | None]]:
+            """The next ``batch_size`` decodable frames, with the undecodable ones among them."""
+            batch, good = [], 0
+            for index, frame in frames:
+                batch.append((index, frame))
+                good += frame is not None
+                if good == args.batch_size:
+                    break
+            return batch
+
+        def write(batch: list[tuple[int, np.ndarray | None]], labels: list[np.ndarray]) -> None:
+            found = iter(labels)
             for index, frame in batch:
-                outputs.frame(index, frame, next(labels) if frame is not None else None)
+                outputs.frame(index, frame, next(found) if frame is not None else None)
             bar.update(len(batch))
-            batch.clear()
 
         with tqdm(total=video.info.frames or None, unit="frame", desc=name, file=sys.stderr, leave=False,
-                  disable=not show_progress) as bar:  # fmt: skip
-            for index, frame in video:
-                batch.append((index, frame))
-                if sum(f is not None for _, f in batch) == args.batch_size:
-                    flush()
-            flush()
+                  disable=not show_progress) as bar, ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:  # fmt: skip
+            upcoming, written = reader.submit(read), deque()
+            while batch := upcoming.result():
+                upcoming = reader.submit(read)  # decoded while the network runs
+                prepared = [prepare(frame, predictor.config, input_format="bgr") for _, frame in batch if frame is not None]
+                labels = predictor.predict_prepared(prepared, args.batch_size) if prepared else []
+                written.append(writer.submit(write, batch, labels))
+                while len(written) > 2 or (written and written[0].done()):
+                    written.popleft().result()  # a failed write raises here
+            while written:
+                written.popleft().result()
         if not outputs.done:
             raise ImageReadError(f"{path}: no frame of the video could be decoded")
     if args.json:  # once the videos are in place
