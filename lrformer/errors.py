@@ -25,6 +25,7 @@ ValueError`` (or ``KeyError``, ``FileNotFoundError``, ...) keeps working::
     ├── CheckpointError (ValueError)          a checkpoint that cannot be downloaded, read or used
     │   └── CheckpointMismatchError (RuntimeError)  keys or shapes that differ from the model's
     ├── WorkDirError (RuntimeError)           a training work dir in use, or holding another run
+    ├── JobAbortedError (RuntimeError)        another process of a torchrun job failed
     ├── MissingExtraError (ImportError)       an optional dependency that is not installed
     ├── ServerBusyError (RuntimeError)        the server's queue is full                        503
     ├── ServerClosingError (RuntimeError)     the server is shutting down                       503
@@ -118,6 +119,10 @@ class CheckpointMismatchError(CheckpointError, RuntimeError):
 
 class WorkDirError(LRFormerError, RuntimeError):
     """A training work dir in use by another run, or holding another run's checkpoints."""
+
+
+class JobAbortedError(LRFormerError, RuntimeError):
+    """Another process of the same torchrun job failed (it says why): this one stops too."""
 
 
 class MissingExtraError(LRFormerError, ImportError):

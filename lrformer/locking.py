@@ -8,6 +8,7 @@ every lock is exclusive.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -70,3 +71,17 @@ def last_byte(fd: int) -> bytes:
         return os.read(fd, 1)
     finally:
         os.lseek(fd, position, os.SEEK_SET)
+
+
+def remove_locked(fd: int, path: Path) -> None:
+    """Remove the lock file ``path`` that the open file ``fd`` holds, and close ``fd``. POSIX removes
+    it while it is still held (whoever opened it meanwhile sees it gone: :func:`same_file`); Windows
+    cannot remove an open file, so it closes first, and the file stays if another process has it open."""
+    if fcntl is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+        return
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -11,7 +11,9 @@ trip over each other); it is refused when one is held that it could overlap:
   different splits (``0/2`` and ``0/4``) share inputs and are refused.
 
 Taking one's own lock before looking at the others means two overlapping jobs that start together
-cannot both go on: the later of the two sees the earlier one's lock (at worst both stop).
+cannot both go on: the later of the two sees the earlier one's lock (at worst both stop). Windows
+has no shared locks: there, shards starting at the same moment as a killed job's lock file is
+probed may be refused (run them again).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from ..engine.workdir import WorkDirLock, holder_of
 from ..errors import WorkDirError
-from ..locking import lock, same_file
+from ..locking import lock, remove_locked, same_file
 
 WHOLE = ".lock"
 _SHARD = re.compile(r"\.lock-shard-(\d+)-of-(\d+)")
@@ -71,16 +73,17 @@ def _other_locks(out: Path, part: tuple[int, int] | None):
 def _holder_if_held(path: Path) -> str | None:
     """The holder's note when ``path`` is locked; else ``None`` (a killed job's file is removed)."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)  # another user's lock file may be read-only to us
     except FileNotFoundError:
         return None
     try:
-        try:
-            lock(fd, blocking=False, shared=True)
-        except BlockingIOError:
-            return holder_of(fd)
-        if same_file(fd, path):
-            path.unlink(missing_ok=True)  # left by a killed job; whoever opened it meanwhile sees it gone
-        return None
-    finally:
+        lock(fd, blocking=False, shared=True)
+    except BlockingIOError:
+        holder = holder_of(fd)
         os.close(fd)
+        return holder
+    if same_file(fd, path):
+        remove_locked(fd, path)  # left by a killed job
+    else:
+        os.close(fd)
+    return None

@@ -77,7 +77,7 @@ def shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..deploy.runtimes import is_exported
-    from ..engine.distributed import init_distributed, shutdown
+    from ..engine.distributed import abort_others, init_distributed, shutdown
     from ..errors import ConfigError
     from .common import check_run_options
 
@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed("cpu" if is_exported(args.weights) else args.device)  # torchrun: one share per process
     try:
         return _run(args, info)
+    except BaseException:
+        abort_others()  # the others stop waiting for this process
+        raise
     finally:
         shutdown()
 
@@ -122,7 +125,7 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     """Plan the job, segment this process's share, gather the summary; returns the exit code."""
     import time
 
-    from ..engine.distributed import all_gather_objects, broadcast_from_main, wait_for_every_rank
+    from ..engine.distributed import all_gather_objects, wait_for_every_rank
     from ..inference import Predictor
     from ..inference.predictor import model_defaults
     from .common import inference_config, load_model, predictor_options
@@ -137,13 +140,15 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
         print(f"note: {note}", file=sys.stderr)
     settings, wanted = settings_fingerprint(args), Outputs(args)
     jobs = [Job(path, name, video) for video, named in ((False, images), (True, videos)) for path, name in named]
-    if not args.overwrite:
-        _check_settings(jobs, earlier, settings, out)
     rank, world = args.shard or (info.rank, info.world_size)
     plan(jobs, wanted, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
+    if args.shard:  # the other shards' inputs are not this run's to check, report or compact
+        jobs = [job for job in jobs if job.rank == rank]
+    if not args.overwrite:
+        _check_settings(jobs, earlier, settings, out)
     if info.is_main:  # outputs a killed run wrote before it could record them
         manifest.append(record(job.path, job.name, wanted.written(job, out), settings=settings, shard=args.shard)
-                        for job in jobs if job.done and earlier.get(str(job.path)) is None)  # fmt: skip
+                        for job in jobs if job.done and str(job.path) not in earlier)  # fmt: skip
     del earlier
     args.device = _process_device(args, info)
     model = load_model(args, exported=True)
@@ -151,30 +156,32 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     legend = Legend.for_model(predictor.network.description, predictor.num_classes, args.palette)
     outputs = ImageOutputs(out, legend, args)
     mine = [job for job in jobs if not job.done and job.rank == rank]
-    todo = len(mine) if args.shard else sum(not job.done for job in jobs)
-    progress = Progress(todo, info.is_main)
+    progress = Progress(sum(not job.done for job in jobs), info.is_main)
     began = time.perf_counter()
     recorder = Recorder(manifest, progress, wanted, out, info.rank, settings, args.shard)
     try:
         problems = segment_images([j for j in mine if not j.video], predictor, outputs, args, recorder)
         frames, video_problems = segment_videos([j for j in mine if j.video], predictor, outputs.legend, args, recorder)
         stats = {"rank": info.rank, "images": outputs.done, "frames": frames, "videos": sum(j.video for j in mine),
-                 "seconds": time.perf_counter() - began, "problems": problems + video_problems}  # fmt: skip
+                 "seconds": time.perf_counter() - began, "problems": problems + video_problems,
+                 "failed": recorder.failed}  # fmt: skip
         wait_for_every_rank()  # shares end at different times; the main process's bar counts on meanwhile
         every = all_gather_objects(stats)
     finally:
         progress.close()
-    if args.shard:  # the other shards' jobs are not this run's to report (nor to compact: they may be running)
-        jobs = [job for job in jobs if job.rank == rank]
-    failed = broadcast_from_main(_summarise(every, jobs, errors, out, manifest, args.shard) if info.is_main else None)
-    return 1 if failed else 0
+    if info.is_main:
+        _summarise(every, jobs, errors, out, manifest, args.shard)
+    return 1 if errors or any(s["failed"] for s in every) else 0
 
 
 def _check_settings(jobs: list, earlier: dict, settings: str, out: Path) -> None:
     """Refuse to mix outputs of other settings (model, weights, test settings, palette) with this run's."""
     from ..errors import ConfigError
 
-    other = sum(1 for job in jobs if getattr(earlier.get(str(job.path)), "settings", None) not in (None, settings))
+    other = 0
+    for job in jobs:
+        record = earlier.get(str(job.path))
+        other += record is not None and not record.failed and record.settings not in (None, settings)
     if other:
         error = ConfigError(
             f"{other} input(s) in {out} were segmented with other settings (another model, weights file, test "
@@ -192,9 +199,14 @@ def _process_device(args: argparse.Namespace, info) -> str:
 
     if not is_exported(args.weights):
         return str(device_for(args.device, info, "--device", "--device cpu"))
-    device = resolve_device(args.weights, args.device)
-    if info.enabled and device in ("cuda", "gpu"):
-        device = f"cuda:{info.local_rank}" if device == "cuda" else f"gpu.{info.local_rank}"
+    device, local = resolve_device(args.weights, args.device), info.local_rank
+    if info.enabled and device == "cuda":
+        return f"cuda:{local}"
+    if info.enabled and device == "gpu":  # OpenVINO calls a machine's only GPU "GPU", several "GPU.0", "GPU.1", ...
+        from ..deploy.openvino import openvino_module
+
+        numbered = f"GPU.{local}" in openvino_module().Core().available_devices
+        return f"gpu.{local}" if numbered or local else "gpu"
     return device
 
 
@@ -202,17 +214,18 @@ MAX_LISTED = 20
 """Failures listed in the summary (the manifest has them all)."""
 
 
-def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, manifest, part=None) -> int:
-    """Print the job's summary (one line, then the failures and the rate) and compact the manifest
-    (not for one shard of several); returns the number of problems."""
+def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, manifest, part=None) -> None:
+    """Print the job's summary (one line, then the problems and the rate) and compact the manifest
+    (not for one shard of several)."""
     images, frames = sum(s["images"] for s in every), sum(s["frames"] for s in every)
     videos = sum(s["videos"] for s in every)
+    failed = len(errors) + sum(s["failed"] for s in every)
     problems = errors + [p for s in every for p in s["problems"]]
     skipped = sum(job.done for job in jobs)
     summary = f"segmented {images} image(s)" + (f" and {frames} frame(s) of {videos} video(s)" if videos else "")
     summary += f" into {out}" + (f" (shard {part[0]}/{part[1]})" if part else "")
     summary += f"; {skipped} input(s) already done, skipped" if skipped else ""
-    print(summary + (f"; {len(problems)} failed:" if problems else ""))
+    print(summary + (f"; {failed} failed:" if failed else ""))
     for problem in problems[:MAX_LISTED]:
         print(f"  {problem}")
     if len(problems) > MAX_LISTED:
@@ -224,7 +237,6 @@ def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, mani
             print(f"{count / seconds:.2f} {unit}/s overall" + (f"; per process {rates}" if len(every) > 1 else ""))
     if not part or part[1] == 1:
         manifest.compact([str(job.path) for job in jobs])
-    return len(problems)
 
 
 Named = list[tuple[Path, str]]

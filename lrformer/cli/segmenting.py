@@ -9,6 +9,7 @@ on the next batch, at most two batches behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 from collections import deque
@@ -79,9 +80,14 @@ class Recorder:
         written = self.wanted.written(job, self.out)
         return record(job.path, job.name, written, error or None, self.rank, self.settings, self.shard)
 
+    failed: int = 0
+    """Inputs recorded as failed so far."""
+
     def report(self, entries: list[dict]) -> None:
         self.manifest.append(entries)
-        self.progress.add(len(entries), sum(entry["status"] == "failed" for entry in entries))
+        failed = sum(entry["status"] == "failed" for entry in entries)
+        self.failed += failed
+        self.progress.add(len(entries), failed)
 
 
 def segment_images(jobs: list[Job], predictor, outputs, args: argparse.Namespace, recorder: Recorder) -> list[str]:
@@ -105,10 +111,10 @@ def segment_images(jobs: list[Job], predictor, outputs, args: argparse.Namespace
         prepared.bgr = None  # drawn into; free it
         return recorder.entry(job, found), found
 
-    def finish(keep: int, entries: list[dict]) -> None:
-        """Record ``entries`` and the writes done until at most ``keep`` are pending; after a
-        failed write, wait for the others and raise its error."""
-        error = None
+    def finish(keep: int) -> None:
+        """Record the writes done until at most ``keep`` are pending; after a failed write, wait for
+        the others and raise its error."""
+        entries, error = [], None
         while pending and (len(pending) > keep or error):
             try:
                 entry, found = pending.popleft().result()
@@ -126,13 +132,17 @@ def segment_images(jobs: list[Job], predictor, outputs, args: argparse.Namespace
             for batch in loader:
                 failed = [item for item in batch if item.error]
                 problems.extend(item.error for item in failed)
+                recorder.report([recorder.entry(jobs[item.index], [item.error]) for item in failed])
                 good = [item for item in batch if item.error is None]
                 labels = predictor.predict_prepared([item.prepared for item in good], args.batch_size) if good else []
                 for item, label in zip(good, labels):
                     pending.append(writer.submit(write, jobs[item.index], item.prepared, label))
-                finish(2 * args.batch_size, [recorder.entry(jobs[item.index], [item.error]) for item in failed])
-        finally:
-            finish(0, [])
+                finish(2 * args.batch_size)
+        except BaseException:
+            with contextlib.suppress(Exception):  # record the writes under way; the first error stands
+                finish(0)
+            raise
+        finish(0)
     return problems
 
 

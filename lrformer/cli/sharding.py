@@ -51,18 +51,17 @@ class Outputs:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """What a ``done`` manifest record says about an input (all that planning needs of it)."""
+    """What the latest manifest record says about an input (all that planning needs of it)."""
 
     name: str
     outputs: frozenset[str]
     settings: str | None
+    failed: bool = False
 
 
-def finished(entry: dict) -> Finished | None:
-    """What planning needs of a manifest record: ``None`` unless it is ``done``."""
-    if entry["status"] != "done":
-        return None
-    return Finished(entry["name"], frozenset(entry["outputs"]), entry.get("settings"))
+def finished(entry: dict) -> Finished:
+    """What planning needs of a manifest record."""
+    return Finished(entry["name"], frozenset(entry["outputs"]), entry.get("settings"), entry["status"] != "done")
 
 
 OUTPUT_SETTINGS = ("model", "weights", "num_classes", "precision", "pipeline", "scale", "mode", "crop", "stride",
@@ -72,24 +71,40 @@ business; devices, threads, batches and workers do not change them)."""
 
 
 def settings_fingerprint(args) -> str:
-    """A short hash of :data:`OUTPUT_SETTINGS` (a local weights file also by its size and time):
-    outputs recorded with another fingerprint were made by another model or settings."""
+    """A short hash of :data:`OUTPUT_SETTINGS`, local files (weights, model YAML, palette YAML) by
+    their content (:func:`file_identity`, so a copy staged elsewhere counts as the same): outputs
+    recorded with another fingerprint were made by another model or settings."""
     import hashlib
     import json
 
     settings = {key: getattr(args, key, None) for key in OUTPUT_SETTINGS}
-    for key in ("weights", "model"):
-        value = settings[key]
+    for key, value in settings.items():
         if isinstance(value, str) and os.path.isfile(value):
-            stat = os.stat(value)
-            settings[key] = [os.path.abspath(value), stat.st_size, stat.st_mtime_ns]
+            settings[key] = file_identity(value)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def file_identity(path: str, edge: int = 1 << 20) -> str:
+    """The file's size and a hash of its first and last ``edge`` bytes (the whole of a small file):
+    cheap for a gigabyte checkpoint, and two checkpoints of one training run differ in both."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        digest.update(handle.read(edge))
+        if size > edge:
+            handle.seek(max(size - edge, edge))
+            digest.update(handle.read(edge))
+    return f"{size}:{digest.hexdigest()[:16]}"
+
+
 def is_done(job: Job, wanted: Outputs, out: Path, earlier: Finished | None) -> bool:
-    """Whether an earlier run finished ``job``: every requested output is there (files are written
-    atomically, so a file that exists is complete); a video's per-frame folder counts only with the
-    manifest's ``done`` record listing it."""
+    """Whether an earlier run finished ``job``: not when its latest record says it failed (it is
+    retried); else every requested output is there (files are written atomically, so a file that
+    exists is complete), a video's per-frame folder only with a ``done`` record listing it."""
+    if earlier is not None and earlier.failed:
+        return False
     outputs = wanted.of(job)
     if earlier is not None and earlier.name == job.name and set(outputs) <= earlier.outputs:
         return all((out / output).exists() for output in outputs)
@@ -127,7 +142,7 @@ def deal(jobs: list[Job], world_size: int) -> None:
 
 
 def plan(
-    jobs: list[Job], wanted: Outputs, out: Path, earlier: dict[str, Finished | None], overwrite: bool, rank: int,
+    jobs: list[Job], wanted: Outputs, out: Path, earlier: dict[str, Finished], overwrite: bool, rank: int,
     world_size: int, balance: bool = True,
 ) -> None:  # fmt: skip
     """Sort ``jobs`` by path, look at this process's slice (done? else pixels), gather every slice

@@ -8,6 +8,7 @@ rendezvous store (see :func:`attempt_store`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -118,45 +119,88 @@ def barrier() -> None:
 
 
 _meetings = 0
+_ABORT = "lrformer/abort"
 
 
 def wait_for_every_rank(poll: float = 0.2) -> None:
     """Like :func:`barrier`, without its time limit: every rank counts itself in at the job's store
     and waits until all have (NCCL's collectives give up after 10 minutes, and a rank whose share of
     a job ends early may wait longer). Every rank must call it the same number of times. A rank that
-    dies makes torchrun stop the others."""
+    fails calls :func:`abort_others`, and the waiting ones raise
+    :class:`~lrformer.errors.JobAbortedError` (torchrun stops them anyway; other launchers may not)."""
     global _meetings
     if not process_group_exists():
         return
+    store = _job_store()
+    if store is None:  # a process group joined by other code, on a store we cannot reach
+        dist.barrier()
+        return
     import time
+
+    from ..errors import JobAbortedError
 
     _meetings += 1
     arrived = SharedCounter(f"meeting/{_meetings}")
     arrived.add(1)
     while arrived.read() < dist.get_world_size():
+        if store.add(_ABORT, 0):
+            error = JobAbortedError("another process of this job failed (its error is above); rerun the same command "
+                                    "to finish what is missing")  # fmt: skip
+            error.on_every_rank = True
+            raise error
         time.sleep(poll)
 
 
-def on_main(work: Callable[[], T]) -> T:
-    """``work()`` done by the main process alone, its result given to every rank, or the
-    :class:`~lrformer.errors.LRFormerError` it raised raised on every rank. The others wait without
-    a time limit (:func:`wait_for_every_rank`), however long the work takes."""
-    from ..errors import LRFormerError
+def abort_others() -> None:
+    """Tell the ranks waiting in :func:`wait_for_every_rank` that this one failed."""
+    store = _job_store() if process_group_exists() else None
+    if store is not None:
+        with contextlib.suppress(Exception):  # the store may be gone with the failure
+            store.add(_ABORT, 1)
 
+
+def on_main(work: Callable[[], T]) -> T:
+    """``work()`` done by the main process alone, its result given to every rank, or the error it
+    raised raised on every rank (said once, by the main process). The others wait without a time
+    limit (:func:`wait_for_every_rank`), however long the work takes."""
     if not process_group_exists():
         return work()
     result, error = None, None
     if dist.get_rank() == 0:
         try:
             result = work()
-        except LRFormerError as exc:
+        except Exception as exc:
             error = exc
     wait_for_every_rank()
-    result, error = broadcast_from_main((result, error))
+    result, shared = broadcast_from_main((result, _picklable(error)))
     if error is not None:
-        error.on_every_rank = True  # one line, by the main process
         raise error
+    if shared is not None:
+        shared.on_every_rank = True  # one line, by the main process
+        raise shared
     return result
+
+
+def _picklable(error: Exception | None) -> Exception | None:
+    """``error``, or a ``RuntimeError`` saying it where it cannot be sent to the other ranks."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _job_store() -> dist.Store | None:
+    """The store of this process's group: the one :func:`init_distributed` made, else the default
+    group's (when other code joined it), else ``None``."""
+    if _STORE is not None:
+        return _STORE
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:
+        return None
 
 
 class SharedCounter:
@@ -165,7 +209,7 @@ class SharedCounter:
 
     def __init__(self, key: str) -> None:
         self.key, self.value = f"lrformer/counter/{key}", 0
-        self.store = _STORE if process_group_exists() else None
+        self.store = _job_store() if process_group_exists() else None
 
     def add(self, amount: int) -> int:
         if self.store is None:

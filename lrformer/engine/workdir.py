@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import WorkDirError
-from ..locking import lock, same_file
+from ..locking import lock, remove_locked, same_file
 from ..utils import remove_stale_temporaries
 from .training_checkpoints import resumable
 
@@ -60,11 +60,11 @@ class WorkDirLock:
         os.write(
             fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
         )
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._fd, self._finalizer = fd, weakref.finalize(self, os.close, fd)
 
     def release(self) -> None:
-        if self.remove and self._finalizer.alive:
-            self.path.unlink(missing_ok=True)
+        if self.remove and self._finalizer.detach():
+            remove_locked(self._fd, self.path)
         self._finalizer()  # closing the descriptor releases the lock
 
 
