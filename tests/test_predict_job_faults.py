@@ -84,11 +84,13 @@ def test_compaction_keeps_earlier_jobs_records_and_other_programs_lines(tmp_path
     manifest.append([record(Path("/old/x.png"), "x", ["x.png"]), record(Path("/b.png"), "b", [], "unreadable")])
     manifest.append([record(Path("/a.png"), "a", ["a.png"]), record(Path("/b.png"), "b", ["b.png"])])
     with open(tmp_path / "manifest.jsonl", "a") as handle:
+        handle.write('{"command": "predict", "input": "/c.png", "status": "done", "outputs": []}\n')  # no name
         handle.write('{"command": "predict", "inp')  # cut short by a kill
+    assert "3 line(s) of" in manifest.read()[1]
     assert list(manifest.compact(["/a.png", "/b.png"])) == ["/a.png", "/b.png"]
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
-    assert lines[0] == '{"tool": "labeller", "version": 2}'
-    assert [(json.loads(line)["input"], json.loads(line)["status"]) for line in lines[1:]] == [
+    assert lines[0] == '{"tool": "labeller", "version": 2}' and '"/c.png"' in lines[1]  # kept as they were
+    assert [(json.loads(line)["input"], json.loads(line)["status"]) for line in lines[2:]] == [
         ("/a.png", "done"), ("/b.png", "done"), ("/old/x.png", "done")]  # fmt: skip
 
 
@@ -166,7 +168,9 @@ def test_a_process_failing_under_torchrun_ends_the_job(tiny_model_file, photos, 
     failed = [line for line in said if "p2_overlay.jpg" in line]
     stopped = [line for line in said if "another process of this job failed" in line]  # unless torchrun was faster
     assert len(failed) == 1 and len(stopped) <= 1 and len(said) == len(failed) + len(stopped), done.stderr[-2000:]
-    assert (out / "p0_overlay.jpg").is_file() and (out / "p1_overlay.jpg").is_file()
+    records = out / "manifest.jsonl"  # process 0 stops at its next batch, or is stopped by torchrun
+    for entry in map(json.loads, records.read_text().splitlines() if records.exists() else []):
+        assert entry["name"] != "p2" and all((out / output).is_file() for output in entry["outputs"])
 
 
 def test_a_mistake_found_by_the_main_process_is_said_once_under_torchrun(tiny_model_file, photos, tmp_path):
@@ -185,6 +189,42 @@ def test_an_input_whose_latest_record_failed_is_retried_though_its_files_exist(t
     capsys.readouterr()
     assert main(predict(tiny_model_file, photos, out)) == 0
     assert "segmented 1 image(s)" in (printed := capsys.readouterr().out) and "2 input(s) already done" in printed
+
+
+def test_inputs_given_by_another_path_are_checked_against_their_outputs_records(
+    tiny_model_file, photos, tmp_path, capsys
+):
+    out, link = tmp_path / "out", tmp_path / "same_photos"
+    link.symlink_to(photos)
+    assert main(predict(tiny_model_file, photos, out)) == 0
+    assert main(predict(tiny_model_file, link, out, "--opacity", "0.8")) == 2
+    assert "3 input(s) in" in error_line(capsys)
+    assert main(predict(tiny_model_file, link, out)) == 0
+    assert "3 input(s) already done, skipped" in capsys.readouterr().out
+
+
+def test_what_the_fingerprint_sees_of_files(tmp_path):
+    from lrformer.cli.sharding import settings_fingerprint
+
+    graph, weights, checkpoint = tmp_path / "m.xml", tmp_path / "m.bin", tmp_path / "w.pth"
+    graph.write_text("<net/>")
+    weights.write_bytes(b"\x00" * 10)
+    checkpoint.write_bytes(b"\x01" * (3 << 20))  # larger than the two MiB read of it
+    (tmp_path / "model.json").write_text(json.dumps({"name": "lrformer_t", "pretrained": "w.pth"}))
+
+    def fingerprint(**options) -> str:
+        return settings_fingerprint(Namespace(**{"weights": str(graph), **options}))
+
+    first = fingerprint()
+    weights.write_bytes(b"\x02" * 10)  # an OpenVINO model re-exported from other weights: same graph
+    assert fingerprint() != first
+    with_model = fingerprint(model=str(tmp_path / "model.json"))
+    with open(checkpoint, "r+b") as handle:  # retrained in place: the model file's text is the same
+        handle.seek((3 << 20) - 1)
+        handle.write(b"\x03")
+    assert fingerprint(model=str(tmp_path / "model.json")) != with_model
+    assert fingerprint(threads=1, device="cuda", batch_size=8) == fingerprint()  # do not shape the outputs
+    assert fingerprint(max_attention_elements=1) != fingerprint()
 
 
 def test_the_same_model_file_elsewhere_counts_as_the_same_settings(tiny_model_file, photos, tmp_path, capsys):

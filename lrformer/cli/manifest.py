@@ -52,16 +52,19 @@ class Manifest:
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / MANIFEST
 
-    def read(self, keep: Callable[[dict], T] = lambda entry: entry) -> tuple[dict[str, T], str | None]:
-        """The latest record of each input (what ``keep`` makes of it: at a million inputs, keep
-        little), and a one-line note about the lines that were ignored (or ``None``)."""
+    def read(
+        self, keep: Callable[[dict], T] = lambda entry: entry, by: str = "input"
+    ) -> tuple[dict[str, T], str | None]:
+        """The latest record of each input (``by="name"``: of each output name, whichever path the
+        input was given by) as ``keep`` makes it (at a million inputs, keep little), and a one-line
+        note about the lines that were ignored (or ``None``)."""
         records: dict[str, T] = {}
         ignored: list[tuple[int, str]] = []
         for number, line, entry in self._lines():
             if entry is None:
                 ignored.append((number, line))
             else:
-                records[entry["input"]] = keep(entry)
+                records[entry[by]] = keep(entry)
         note = None
         if ignored:
             number, line = ignored[0]
@@ -119,7 +122,8 @@ def _predict_record(line: str) -> dict | None:
         entry = json.loads(line)
     except ValueError:
         return None
-    valid = isinstance(entry, dict) and entry.get("command") == COMMAND and isinstance(entry.get("input"), str)
+    valid = isinstance(entry, dict) and entry.get("command") == COMMAND
+    valid = valid and isinstance(entry.get("input"), str) and isinstance(entry.get("name"), str)
     valid = valid and entry.get("status") in (DONE, FAILED) and isinstance(entry.get("outputs"), list)
     return entry if valid else None
 

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, info) -> int:
     """The main process collects the inputs and locks ``--out`` (the others wait and get the list),
     then every process segments its share of the job (all of it without torchrun)."""
-    from ..engine.distributed import on_main
+    from ..engine.distributed import abort_others, on_main
     from ..utils import remove_stale_temporaries
     from .out_lock import lock_output
 
@@ -116,6 +116,9 @@ def _run(args: argparse.Namespace, info) -> int:
     images, videos, errors = on_main(prepare)
     try:
         return _share(args, info, images, videos, errors, out)
+    except BaseException:
+        abort_others()  # before the lock goes: the others stop writing at their next batch
+        raise
     finally:
         for lock in locks:  # the outputs folder keeps only outputs and the manifest
             lock.release()
@@ -135,20 +138,22 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     from .sharding import Job, Outputs, finished, plan, settings_fingerprint
 
     manifest = Manifest(out)
-    earlier, note = manifest.read(keep=finished)  # ~0.5 KB per input, freed once the job is planned
+    # by output name, whichever path an input was given by; ~0.5 KB per input, freed once planned
+    earlier, note = manifest.read(keep=finished, by="name")
     if note and info.is_main:
         print(f"note: {note}", file=sys.stderr)
     settings, wanted = settings_fingerprint(args), Outputs(args)
     jobs = [Job(path, name, video) for video, named in ((False, images), (True, videos)) for path, name in named]
+    jobs.sort(key=lambda job: os.fspath(job.path))
+    if not args.overwrite:  # before planning reads every header; a shard checks only its own inputs
+        _check_settings(jobs[args.shard[0] :: args.shard[1]] if args.shard else jobs, earlier, settings, out)
     rank, world = args.shard or (info.rank, info.world_size)
     plan(jobs, wanted, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
-    if args.shard:  # the other shards' inputs are not this run's to check, report or compact
+    if args.shard:  # the other shards' inputs are not this run's to report or compact
         jobs = [job for job in jobs if job.rank == rank]
-    if not args.overwrite:
-        _check_settings(jobs, earlier, settings, out)
     if info.is_main:  # outputs a killed run wrote before it could record them
         manifest.append(record(job.path, job.name, wanted.written(job, out), settings=settings, shard=args.shard)
-                        for job in jobs if job.done and str(job.path) not in earlier)  # fmt: skip
+                        for job in jobs if job.done and job.name not in earlier)  # fmt: skip
     del earlier
     args.device = _process_device(args, info)
     model = load_model(args, exported=True)
@@ -180,7 +185,7 @@ def _check_settings(jobs: list, earlier: dict, settings: str, out: Path) -> None
 
     other = 0
     for job in jobs:
-        record = earlier.get(str(job.path))
+        record = earlier.get(job.name)
         other += record is not None and not record.failed and record.settings not in (None, settings)
     if other:
         error = ConfigError(

@@ -84,6 +84,11 @@ class Recorder:
     """Inputs recorded as failed so far."""
 
     def report(self, entries: list[dict]) -> None:
+        """Record ``entries``; stop (:class:`~lrformer.errors.JobAbortedError`) when another process
+        of the job has failed, as its main process may have released ``--out`` to another job."""
+        from ..engine.distributed import stop_if_aborted
+
+        stop_if_aborted()
         self.manifest.append(entries)
         failed = sum(entry["status"] == "failed" for entry in entries)
         self.failed += failed

@@ -65,7 +65,8 @@ def finished(entry: dict) -> Finished:
 
 
 OUTPUT_SETTINGS = ("model", "weights", "num_classes", "precision", "pipeline", "scale", "mode", "crop", "stride",
-                   "size_divisor", "no_flip", "tta", "tta_ratios", "no_fast", "palette", "opacity", "no_legend")  # fmt: skip
+                   "size_divisor", "no_flip", "tta", "tta_ratios", "no_fast", "max_attention_elements", "palette",
+                   "opacity", "no_legend")  # fmt: skip
 """The ``predict`` options that shape the outputs (which outputs are written is :class:`Outputs`'
 business; devices, threads, batches and workers do not change them)."""
 
@@ -80,8 +81,26 @@ def settings_fingerprint(args) -> str:
     settings = {key: getattr(args, key, None) for key in OUTPUT_SETTINGS}
     for key, value in settings.items():
         if isinstance(value, str) and os.path.isfile(value):
-            settings[key] = file_identity(value)
+            settings[key] = [file_identity(part) for part in _files_of(value)]
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _files_of(path: str) -> list[str]:
+    """The files a setting's file stands for: itself, an OpenVINO graph's ``.bin`` weights, the
+    local checkpoint a model YAML/JSON names as ``pretrained``."""
+    files, suffix = [path], os.path.splitext(path)[1].lower()
+    if suffix == ".xml":
+        files.append(os.path.splitext(path)[0] + ".bin")
+    elif suffix in (".yaml", ".yml", ".json"):
+        from ..utils import read_mapping
+
+        try:
+            pretrained = read_mapping(path, "model file", "a model").get("pretrained")
+        except Exception:  # not a model file after all (a palette YAML): its text is enough
+            pretrained = None
+        if isinstance(pretrained, str):
+            files.append(os.path.join(os.path.dirname(path), pretrained) if not os.path.isabs(pretrained) else pretrained)
+    return [file for file in files if os.path.isfile(file)]
 
 
 def file_identity(path: str, edge: int = 1 << 20) -> str:
@@ -154,7 +173,7 @@ def plan(
     jobs.sort(key=lambda job: os.fspath(job.path))
 
     def done(job: Job) -> bool:
-        return not overwrite and is_done(job, wanted, out, earlier.get(str(job.path)))
+        return not overwrite and is_done(job, wanted, out, earlier.get(job.name))
 
     if not balance:
         for index, job in enumerate(jobs):

@@ -131,24 +131,36 @@ def wait_for_every_rank(poll: float = 0.2) -> None:
     global _meetings
     if not process_group_exists():
         return
-    store = _job_store()
-    if store is None:  # a process group joined by other code, on a store we cannot reach
+    if _job_store() is None:  # a process group joined by other code, on a store we cannot reach
         dist.barrier()
         return
     import time
-
-    from ..errors import JobAbortedError
 
     _meetings += 1
     arrived = SharedCounter(f"meeting/{_meetings}")
     arrived.add(1)
     while arrived.read() < dist.get_world_size():
-        if store.add(_ABORT, 0):
-            error = JobAbortedError("another process of this job failed (its error is above); rerun the same command "
-                                    "to finish what is missing")  # fmt: skip
-            error.on_every_rank = True
-            raise error
+        if aborted() and arrived.read() < dist.get_world_size():  # (all may have come before one failed later)
+            stop_if_aborted()
         time.sleep(poll)
+
+
+def aborted() -> bool:
+    """Whether a process of this job has called :func:`abort_others` (``False`` in a single process)."""
+    store = _job_store() if process_group_exists() else None
+    return bool(store is not None and store.add(_ABORT, 0))
+
+
+def stop_if_aborted() -> None:
+    """Raise :class:`~lrformer.errors.JobAbortedError` (said by the main process only) when another
+    process of this job has failed."""
+    from ..errors import JobAbortedError
+
+    if aborted():
+        error = JobAbortedError("another process of this job failed (its error is above); rerun the same command to "
+                                "finish what is missing")  # fmt: skip
+        error.on_every_rank = True
+        raise error
 
 
 def abort_others() -> None:
