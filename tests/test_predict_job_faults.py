@@ -203,6 +203,22 @@ def test_inputs_given_by_another_path_are_checked_against_their_outputs_records(
     assert "3 input(s) already done, skipped" in capsys.readouterr().out
 
 
+def test_other_inputs_of_the_same_names_do_not_take_an_earlier_jobs_outputs(tiny_model_file, photos, tmp_path, capsys):
+    out, others = tmp_path / "out", tmp_path / "others"
+    others.mkdir()
+    cv2.imwrite(str(others / "p1.png"), synthetic_photo(30, 30, 9))  # another picture named like photos/p1.png
+    assert main(predict(tiny_model_file, photos, out)) == 0
+    assert main(predict(tiny_model_file, others, out)) == 2
+    assert error_line(capsys).endswith(
+        f"{out} holds the outputs of {photos / 'p1.png'} under the name 'p1', which {others / 'p1.png'} would take "
+        "too: choose another --out, or pass --overwrite to replace them"
+    )
+    moved = tmp_path / "moved"
+    photos.rename(moved)  # the same pictures in a new place are the same inputs
+    assert main(predict(tiny_model_file, moved, out)) == 0
+    assert "3 input(s) already done, skipped" in capsys.readouterr().out
+
+
 def test_what_the_fingerprint_sees_of_files(tmp_path):
     from lrformer.cli.sharding import settings_fingerprint
 

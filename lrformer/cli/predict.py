@@ -146,7 +146,7 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     jobs = [Job(path, name, video) for video, named in ((False, images), (True, videos)) for path, name in named]
     jobs.sort(key=lambda job: os.fspath(job.path))
     if not args.overwrite:  # before planning reads every header; a shard checks only its own inputs
-        _check_settings(jobs[args.shard[0] :: args.shard[1]] if args.shard else jobs, earlier, settings, out)
+        _check_earlier(jobs[args.shard[0] :: args.shard[1]] if args.shard else jobs, earlier, settings, out)
     rank, world = args.shard or (info.rank, info.world_size)
     plan(jobs, wanted, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
     if args.shard:  # the other shards' inputs are not this run's to report or compact
@@ -179,21 +179,45 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     return 1 if errors or any(s["failed"] for s in every) else 0
 
 
-def _check_settings(jobs: list, earlier: dict, settings: str, out: Path) -> None:
-    """Refuse to mix outputs of other settings (model, weights, test settings, palette) with this run's."""
+def _check_earlier(jobs: list, earlier: dict, settings: str, out: Path) -> None:
+    """Refuse to take the outputs another input left under the same name for this one's, or to mix
+    outputs of other settings (model, weights, test settings, palette) with this run's."""
     from ..errors import ConfigError
 
-    other = 0
+    other, clashes = 0, []
     for job in jobs:
-        record = earlier.get(job.name)
-        other += record is not None and not record.failed and record.settings not in (None, settings)
-    if other:
+        found = earlier.get(job.name)
+        if found is None or found.failed:
+            continue
+        if found.input != str(job.path) and _another_file(found.input, job.path):
+            clashes.append((job, found))
+        elif found.settings not in (None, settings):
+            other += 1
+    if clashes:
+        job, found = clashes[0]
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        error = ConfigError(
+            f"{out} holds the outputs of {found.input} under the name {job.name!r}, which {job.path} would take too"
+            f"{more}: choose another --out, or pass --overwrite to replace them"
+        )
+    elif other:
         error = ConfigError(
             f"{other} input(s) in {out} were segmented with other settings (another model, weights file, test "
             "settings, palette or opacity): pass --overwrite to segment them again with these, or choose another --out"
         )
-        error.on_every_rank = True
-        raise error
+    else:
+        return
+    error.on_every_rank = True
+    raise error
+
+
+def _another_file(recorded: str, path: Path) -> bool:
+    """Whether ``recorded`` is an existing file other than ``path`` (one that is gone was moved, or
+    is mounted elsewhere here: taken as the same input)."""
+    try:
+        return not os.path.samefile(recorded, path)
+    except OSError:
+        return False
 
 
 def _process_device(args: argparse.Namespace, info) -> str:

@@ -53,6 +53,7 @@ class Outputs:
 class Finished:
     """What the latest manifest record says about an input (all that planning needs of it)."""
 
+    input: str
     name: str
     outputs: frozenset[str]
     settings: str | None
@@ -61,7 +62,8 @@ class Finished:
 
 def finished(entry: dict) -> Finished:
     """What planning needs of a manifest record."""
-    return Finished(entry["name"], frozenset(entry["outputs"]), entry.get("settings"), entry["status"] != "done")
+    return Finished(entry["input"], entry["name"], frozenset(entry["outputs"]), entry.get("settings"),
+                    entry["status"] != "done")  # fmt: skip
 
 
 OUTPUT_SETTINGS = ("model", "weights", "num_classes", "precision", "pipeline", "scale", "mode", "crop", "stride",
