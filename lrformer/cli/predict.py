@@ -138,7 +138,7 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     from .sharding import Job, Outputs, finished, plan, settings_fingerprint
 
     manifest = Manifest(out)
-    # by output name, whichever path an input was given by; ~0.5 KB per input, freed once planned
+    # by output name, whichever path an input was given by; ~0.7 KB per record, freed once planned
     earlier, note = manifest.read(keep=finished, by="name")
     if note and info.is_main:
         print(f"note: {note}", file=sys.stderr)
