@@ -87,7 +87,7 @@ def test_compaction_keeps_earlier_jobs_records_and_other_programs_lines(tmp_path
         handle.write('{"command": "predict", "input": "/c.png", "status": "done", "outputs": []}\n')  # no name
         handle.write('{"command": "predict", "inp')  # cut short by a kill
     assert "3 line(s) of" in manifest.read()[1]
-    assert list(manifest.compact(["/a.png", "/b.png"])) == ["/a.png", "/b.png"]
+    assert list(manifest.compact(["a", "b"])) == ["a", "b"]
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
     assert lines[0] == '{"tool": "labeller", "version": 2}' and '"/c.png"' in lines[1]  # kept as they were
     assert [(json.loads(line)["input"], json.loads(line)["status"]) for line in lines[2:]] == [
@@ -213,9 +213,24 @@ def test_other_inputs_of_the_same_names_do_not_take_an_earlier_jobs_outputs(tiny
         f"{out} holds the outputs of {photos / 'p1.png'} under the name 'p1', which {others / 'p1.png'} would take "
         "too: choose another --out, or pass --overwrite to replace them"
     )
+    assert main(predict(tiny_model_file, others, out, "--overwrite")) == 0  # others/p1.png's outputs now
+    assert main(predict(tiny_model_file, others, out)) == 0  # (the compacted manifest says so)
+    assert "1 input(s) already done, skipped" in capsys.readouterr().out
+    assert main(predict(tiny_model_file, photos, out)) == 2  # photos/p1.png would take them for its own
+    assert f"holds the outputs of {others / 'p1.png'} under the name 'p1'" in error_line(capsys)
+    assert main(predict(tiny_model_file, photos, out, "--overwrite")) == 0
     moved = tmp_path / "moved"
     photos.rename(moved)  # the same pictures in a new place are the same inputs
     assert main(predict(tiny_model_file, moved, out)) == 0
+    assert "3 input(s) already done, skipped" in capsys.readouterr().out
+    assert main(predict(tiny_model_file, moved, out, "--opacity", "0.8", "--overwrite")) == 0
+    assert main(predict(tiny_model_file, moved, out, "--opacity", "0.8")) == 0  # records under the new paths
+    assert "3 input(s) already done, skipped" in capsys.readouterr().out
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for picture in moved.iterdir():  # copies of the pictures are the same inputs too
+        (copies / picture.name).write_bytes(picture.read_bytes())
+    assert main(predict(tiny_model_file, copies, out, "--opacity", "0.8")) == 0
     assert "3 input(s) already done, skipped" in capsys.readouterr().out
 
 
@@ -234,11 +249,13 @@ def test_what_the_fingerprint_sees_of_files(tmp_path):
     first = fingerprint()
     weights.write_bytes(b"\x02" * 10)  # an OpenVINO model re-exported from other weights: same graph
     assert fingerprint() != first
-    with_model = fingerprint(model=str(tmp_path / "model.json"))
+    model = str(tmp_path / "model.json")
+    with_model, with_weights = fingerprint(model=model, weights=None), fingerprint(model=model)
     with open(checkpoint, "r+b") as handle:  # retrained in place: the model file's text is the same
         handle.seek((3 << 20) - 1)
         handle.write(b"\x03")
-    assert fingerprint(model=str(tmp_path / "model.json")) != with_model
+    assert fingerprint(model=model, weights=None) != with_model
+    assert fingerprint(model=model) == with_weights  # --weights replaces the model file's checkpoint
     assert fingerprint(threads=1, device="cuda", batch_size=8) == fingerprint()  # do not shape the outputs
     assert fingerprint(max_attention_elements=1) != fingerprint()
 
@@ -291,3 +308,17 @@ def test_ranks_meet_in_a_group_joined_by_other_code_and_stop_when_one_fails(tmp_
     done = run_bounded(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stopped: another process of this job failed (its error is above)" in done.stdout
+
+
+def test_a_process_stops_reporting_once_another_has_failed(tmp_path, monkeypatch):
+    from lrformer.cli.segmenting import Progress, Recorder
+    from lrformer.cli.sharding import Outputs
+    from lrformer.engine import distributed
+    from lrformer.errors import JobAbortedError
+
+    options = Namespace(no_overlay=False, panel=False, json=False, frames=False)
+    recorder = Recorder(Manifest(tmp_path), Progress(1, False), Outputs(options), tmp_path)
+    monkeypatch.setattr(distributed, "aborted", lambda: True)
+    with pytest.raises(JobAbortedError, match="another process of this job failed"):
+        recorder.report([record(Path("/a.png"), "a", ["a.png"])])
+    assert not (tmp_path / "manifest.jsonl").exists()  # nothing written after the others' lock went

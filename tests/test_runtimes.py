@@ -254,7 +254,7 @@ def _predict(weights, tmp_path, *options) -> int:
     if not image.exists():
         cv2.imwrite(str(image), synthetic_photo(90, 150, seed=3))
     return main(["predict", "--weights", str(weights), str(image), "--out", str(tmp_path / "out"), "--workers", "0",
-                 "--no-overlay", *options])  # fmt: skip
+                 "--no-overlay", "--overwrite", *options])  # fmt: skip  (each call segments, whatever came before)
 
 
 def test_a_file_exported_elsewhere_needs_its_class_count_or_variant(exports, tmp_path, capsys, caplog):

@@ -11,8 +11,9 @@ palette, ...); ``shard`` (``"K/N"``) is there when a ``--shard`` run wrote the l
 runs, every process appends its lines (one ``write`` of whole lines with ``O_APPEND``, under an
 exclusive lock), so processes never interleave and a kill leaves at most a last line cut short. When
 the job ends, the main process rewrites the file atomically with one line per input, its final
-status: the job's inputs in sorted-path order, then the inputs of earlier jobs it was not given,
-after any lines of other programs, which are kept as they are. A re-run reads it back: the latest
+status: the job's inputs in sorted-path order, then the inputs of earlier jobs it was not given
+(one line per output name: the input that wrote a name's files last), after any lines of other
+programs, which are kept as they are. A re-run reads it back: the latest
 line of an input wins; a line that is not valid JSON or not a ``predict`` record is named in one
 note and ignored, and the outputs on disk decide.
 """
@@ -100,15 +101,17 @@ class Manifest:
             os.close(fd)  # releases the lock
 
     def compact(self, order: list[str]) -> dict[str, dict]:
-        """Rewrite the file atomically with one line per input, its latest record: those of ``order``
-        in that order, then the other inputs' (earlier jobs', other shards') in the order they first
-        appear; lines of other programs stay first, as they were; cut-short lines go. Returns the
+        """Rewrite the file atomically with one line per output name, its latest record (the outputs
+        of a name are one set of files, whichever input wrote them last): the names of ``order`` in
+        that order, then the other names' (earlier jobs', other shards') in the order of their
+        latest records; lines of other programs stay first, as they were; cut-short lines go. Returns the
         records of ``order``."""
         records: dict[str, dict] = {}
         foreign: list[str] = []
         for _, line, entry in self._lines():
             if entry is not None:
-                records[entry["input"]] = entry
+                records.pop(entry["name"], None)  # the latest record of a name goes last, as it was
+                records[entry["name"]] = entry
             elif _is_json_object(line):
                 foreign.append(line + "\n")
         final = {key: records.pop(key) for key in order if key in records}

@@ -126,9 +126,10 @@ def _run(args: argparse.Namespace, info) -> int:
 
 def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors: list[str], out: Path) -> int:
     """Plan the job, segment this process's share, gather the summary; returns the exit code."""
+    import functools
     import time
 
-    from ..engine.distributed import all_gather_objects, wait_for_every_rank
+    from ..engine.distributed import all_gather_objects, on_main, wait_for_every_rank
     from ..inference import Predictor
     from ..inference.predictor import model_defaults
     from .common import inference_config, load_model, predictor_options
@@ -145,15 +146,16 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
     settings, wanted = settings_fingerprint(args), Outputs(args)
     jobs = [Job(path, name, video) for video, named in ((False, images), (True, videos)) for path, name in named]
     jobs.sort(key=lambda job: os.fspath(job.path))
-    if not args.overwrite:  # before planning reads every header; a shard checks only its own inputs
-        _check_earlier(jobs[args.shard[0] :: args.shard[1]] if args.shard else jobs, earlier, settings, out)
+    if not args.overwrite:  # before planning reads every header; by the main process (its view of the files)
+        own = jobs[args.shard[0] :: args.shard[1]] if args.shard else jobs  # a shard checks only its own inputs
+        on_main(functools.partial(_check_earlier, own, earlier, settings, out))
     rank, world = args.shard or (info.rank, info.world_size)
     plan(jobs, wanted, out, earlier, args.overwrite, rank, world, balance=args.shard is None)
     if args.shard:  # the other shards' inputs are not this run's to report or compact
         jobs = [job for job in jobs if job.rank == rank]
-    if info.is_main:  # outputs a killed run wrote before it could record them
+    if info.is_main:  # outputs a killed run wrote before it could record them, or recorded under an old path
         manifest.append(record(job.path, job.name, wanted.written(job, out), settings=settings, shard=args.shard)
-                        for job in jobs if job.done and job.name not in earlier)  # fmt: skip
+                        for job in jobs if job.done and getattr(earlier.get(job.name), "input", None) != str(job.path))  # fmt: skip
     del earlier
     args.device = _process_device(args, info)
     model = load_model(args, exported=True)
@@ -187,11 +189,9 @@ def _check_earlier(jobs: list, earlier: dict, settings: str, out: Path) -> None:
     other, clashes = 0, []
     for job in jobs:
         found = earlier.get(job.name)
-        if found is None or found.failed:
-            continue
-        if found.input != str(job.path) and _another_file(found.input, job.path):
-            clashes.append((job, found))
-        elif found.settings not in (None, settings):
+        if found is not None and found.input != str(job.path) and _another_file(found.input, job.path):
+            clashes.append((job, found))  # (also when it failed: its partial outputs are there)
+        elif found is not None and not found.failed and found.settings not in (None, settings):
             other += 1
     if clashes:
         job, found = clashes[0]
@@ -212,10 +212,12 @@ def _check_earlier(jobs: list, earlier: dict, settings: str, out: Path) -> None:
 
 
 def _another_file(recorded: str, path: Path) -> bool:
-    """Whether ``recorded`` is an existing file other than ``path`` (one that is gone was moved, or
-    is mounted elsewhere here: taken as the same input)."""
+    """Whether ``recorded`` is an existing file other than ``path`` and not a copy of it (one that
+    is gone was moved, or is mounted elsewhere here: taken as the same input)."""
+    from .sharding import file_identity
+
     try:
-        return not os.path.samefile(recorded, path)
+        return not os.path.samefile(recorded, path) and file_identity(recorded) != file_identity(str(path))
     except OSError:
         return False
 
@@ -265,7 +267,7 @@ def _summarise(every: list[dict], jobs: list, errors: list[str], out: Path, mani
             rates = ", ".join(f"{s['rank']}: {s[unit] / max(s['seconds'], 1e-9):.2f}" for s in every)
             print(f"{count / seconds:.2f} {unit}/s overall" + (f"; per process {rates}" if len(every) > 1 else ""))
     if not part or part[1] == 1:
-        manifest.compact([str(job.path) for job in jobs])
+        manifest.compact([job.name for job in jobs])
 
 
 Named = list[tuple[Path, str]]

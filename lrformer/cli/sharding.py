@@ -82,18 +82,20 @@ def settings_fingerprint(args) -> str:
 
     settings = {key: getattr(args, key, None) for key in OUTPUT_SETTINGS}
     for key, value in settings.items():
-        if isinstance(value, str) and os.path.isfile(value):
-            settings[key] = [file_identity(part) for part in _files_of(value)]
+        if isinstance(value, str) and os.path.isfile(value):  # a model file's checkpoint only when it is used
+            files = _files_of(value, pretrained=key == "model" and not getattr(args, "weights", None))
+            settings[key] = [file_identity(part) for part in files]
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _files_of(path: str) -> list[str]:
-    """The files a setting's file stands for: itself, an OpenVINO graph's ``.bin`` weights, the
-    local checkpoint a model YAML/JSON names as ``pretrained``."""
+def _files_of(path: str, pretrained: bool = False) -> list[str]:
+    """The files a setting's file stands for: itself, an OpenVINO graph's ``.bin`` weights, and
+    with ``pretrained`` the local checkpoint a model YAML/JSON names as ``pretrained`` (``--weights``
+    replaces it)."""
     files, suffix = [path], os.path.splitext(path)[1].lower()
     if suffix == ".xml":
         files.append(os.path.splitext(path)[0] + ".bin")
-    elif suffix in (".yaml", ".yml", ".json"):
+    elif pretrained and suffix in (".yaml", ".yml", ".json"):
         from ..utils import read_mapping
 
         try:

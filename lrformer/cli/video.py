@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.distributed import stop_if_aborted
 from ..image import ImageReadError, VideoReader, overlay, panel, save_label_png, video_writer
 from ..image.visualize import class_pixels, class_rows
 from ..inference import Predictor, prepare
@@ -111,6 +112,7 @@ def segment_video(
                   disable=not show_progress) as bar, ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:  # fmt: skip
             upcoming, written = reader.submit(read), deque()
             while batch := upcoming.result():
+                stop_if_aborted()  # another process of a torchrun job failed: stop writing into --out
                 upcoming = reader.submit(read)  # decoded while the network runs
                 prepared = [prepare(frame, predictor.config, input_format="bgr") for _, frame in batch if frame is not None]
                 labels = predictor.predict_prepared(prepared, args.batch_size) if prepared else []

@@ -148,7 +148,10 @@ def wait_for_every_rank(poll: float = 0.2) -> None:
 def aborted() -> bool:
     """Whether a process of this job has called :func:`abort_others` (``False`` in a single process)."""
     store = _job_store() if process_group_exists() else None
-    return bool(store is not None and store.add(_ABORT, 0))
+    try:
+        return bool(store is not None and store.add(_ABORT, 0))
+    except Exception:  # the store went with the process that hosted it (rank 0 of a launcher without an agent)
+        return True
 
 
 def stop_if_aborted() -> None:
