@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "share the job themselves)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true",
                         help="segment every input again, also those an earlier run in --out finished (default: a "
-                        "re-run does only what is missing: see OUT/manifest.jsonl)")  # fmt: skip
+                        "re-run does only what is missing, and refuses to mix in outputs of other settings or of "
+                        "other inputs of the same names: see OUT/manifest.jsonl)")  # fmt: skip
     add_max_pixels_argument(parser)
     parser.epilog = EXAMPLE
 
