@@ -53,19 +53,17 @@ class Manifest:
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / MANIFEST
 
-    def read(
-        self, keep: Callable[[dict], T] = lambda entry: entry, by: str = "input"
-    ) -> tuple[dict[str, T], str | None]:
-        """The latest record of each input (``by="name"``: of each output name, whichever path the
-        input was given by) as ``keep`` makes it (at a million inputs, keep little), and a one-line
-        note about the lines that were ignored (or ``None``)."""
+    def read(self, keep: Callable[[dict], T] = lambda entry: entry) -> tuple[dict[str, T], str | None]:
+        """The latest record of each output name (whichever path its input was given by) as ``keep``
+        makes it (at a million inputs, keep little), and a one-line note about the lines that were
+        ignored (or ``None``)."""
         records: dict[str, T] = {}
         ignored: list[tuple[int, str]] = []
         for number, line, entry in self._lines():
             if entry is None:
                 ignored.append((number, line))
             else:
-                records[entry[by]] = keep(entry)
+                records[entry["name"]] = keep(entry)
         note = None
         if ignored:
             number, line = ignored[0]

@@ -78,7 +78,7 @@ def shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..deploy.runtimes import is_exported
-    from ..engine.distributed import abort_others, init_distributed, shutdown
+    from ..engine.distributed import init_distributed, shutdown
     from ..errors import ConfigError
     from .common import check_run_options
 
@@ -89,9 +89,6 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed("cpu" if is_exported(args.weights) else args.device)  # torchrun: one share per process
     try:
         return _run(args, info)
-    except BaseException:
-        abort_others()  # the others stop waiting for this process
-        raise
     finally:
         shutdown()
 
@@ -114,11 +111,11 @@ def _run(args: argparse.Namespace, info) -> int:
                 print(f"note: removed {len(stale)} temporary file(s) an interrupted run left in {out}", file=sys.stderr)
         return collected
 
-    images, videos, errors = on_main(prepare)
     try:
+        images, videos, errors = on_main(prepare)
         return _share(args, info, images, videos, errors, out)
     except BaseException:
-        abort_others()  # before the lock goes: the others stop writing at their next batch
+        abort_others()  # before the lock goes: the others stop waiting, or writing at their next batch
         raise
     finally:
         for lock in locks:  # the outputs folder keeps only outputs and the manifest
@@ -141,7 +138,7 @@ def _share(args: argparse.Namespace, info, images: Named, videos: Named, errors:
 
     manifest = Manifest(out)
     # by output name, whichever path an input was given by; ~0.7 KB per record, freed once planned
-    earlier, note = manifest.read(keep=finished, by="name")
+    earlier, note = manifest.read(keep=finished)
     if note and info.is_main:
         print(f"note: {note}", file=sys.stderr)
     settings, wanted = settings_fingerprint(args), Outputs(args)
@@ -208,7 +205,6 @@ def _check_earlier(jobs: list, earlier: dict, settings: str, out: Path) -> None:
         )
     else:
         return
-    error.on_every_rank = True
     raise error
 
 

@@ -73,15 +73,14 @@ class Recorder:
     rank: int = 0
     settings: str | None = None
     shard: tuple[int, int] | None = None
+    failed: int = 0
+    """Inputs recorded as failed so far."""
 
     def entry(self, job: Job, problems: list[str] = ()) -> dict:
         """``job``'s manifest line: ``failed`` with the first problems, if any, else ``done``."""
         error = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         written = self.wanted.written(job, self.out)
         return record(job.path, job.name, written, error or None, self.rank, self.settings, self.shard)
-
-    failed: int = 0
-    """Inputs recorded as failed so far."""
 
     def report(self, entries: list[dict]) -> None:
         """Record ``entries``; stop (:class:`~lrformer.errors.JobAbortedError`) when another process

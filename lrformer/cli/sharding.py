@@ -96,14 +96,15 @@ def _files_of(path: str, pretrained: bool = False) -> list[str]:
     if suffix == ".xml":
         files.append(os.path.splitext(path)[0] + ".bin")
     elif pretrained and suffix in (".yaml", ".yml", ".json"):
-        from ..utils import read_mapping
+        from ..errors import LRFormerError
+        from ..models.factory import read_model_file
 
         try:
-            pretrained = read_mapping(path, "model file", "a model").get("pretrained")
-        except Exception:  # not a model file after all (a palette YAML): its text is enough
-            pretrained = None
-        if isinstance(pretrained, str):
-            files.append(os.path.join(os.path.dirname(path), pretrained) if not os.path.isabs(pretrained) else pretrained)
+            checkpoint = read_model_file(path).get("pretrained")  # (relative to the file, as the model loads it)
+        except LRFormerError:  # not a model file: loading it says so
+            checkpoint = None
+        if isinstance(checkpoint, str):
+            files.append(checkpoint)
     return [file for file in files if os.path.isfile(file)]
 
 
@@ -129,7 +130,7 @@ def is_done(job: Job, wanted: Outputs, out: Path, earlier: Finished | None) -> b
     if earlier is not None and earlier.failed:
         return False
     outputs = wanted.of(job)
-    if earlier is not None and earlier.name == job.name and set(outputs) <= earlier.outputs:
+    if earlier is not None and set(outputs) <= earlier.outputs:  # (found by job.name)
         return all((out / output).exists() for output in outputs)
     return all((out / output).is_file() for output in outputs)
 

@@ -112,18 +112,12 @@ def all_gather_objects(value) -> list:
     return gathered
 
 
-def barrier() -> None:
-    """Wait for every rank (nothing to wait for in a single process)."""
-    if process_group_exists():
-        dist.barrier()
-
-
 _meetings = 0
 _ABORT = "lrformer/abort"
 
 
 def wait_for_every_rank(poll: float = 0.2) -> None:
-    """Like :func:`barrier`, without its time limit: every rank counts itself in at the job's store
+    """Like ``torch.distributed.barrier``, without its time limit: every rank counts itself in at the job's store
     and waits until all have (NCCL's collectives give up after 10 minutes, and a rank whose share of
     a job ends early may wait longer). Every rank must call it the same number of times. A rank that
     fails calls :func:`abort_others`, and the waiting ones raise
@@ -141,7 +135,7 @@ def wait_for_every_rank(poll: float = 0.2) -> None:
     arrived.add(1)
     while arrived.read() < dist.get_world_size():
         if aborted() and arrived.read() < dist.get_world_size():  # (all may have come before one failed later)
-            stop_if_aborted()
+            raise _aborted_error()
         time.sleep(poll)
 
 
@@ -157,13 +151,17 @@ def aborted() -> bool:
 def stop_if_aborted() -> None:
     """Raise :class:`~lrformer.errors.JobAbortedError` (said by the main process only) when another
     process of this job has failed."""
+    if aborted():
+        raise _aborted_error()
+
+
+def _aborted_error() -> Exception:
     from ..errors import JobAbortedError
 
-    if aborted():
-        error = JobAbortedError("another process of this job failed (its error is above); rerun the same command to "
-                                "finish what is missing")  # fmt: skip
-        error.on_every_rank = True
-        raise error
+    error = JobAbortedError("another process of this job failed (its error is above); rerun the same command to "
+                            "finish what is missing")  # fmt: skip
+    error.on_every_rank = True
+    return error
 
 
 def abort_others() -> None:
